@@ -1,0 +1,170 @@
+"""Describe the rasters of a study before any chip is cut: CRS, grid, bands, date, checksum.
+
+Opening every file once up front turns a truncated GeoTIFF or a raster without a CRS into
+one clear message before hours of work start, and gives dask tasks plain, picklable facts
+(paths and grids) instead of open rasterio handles.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import RasterioIOError
+
+from pipeline.errors import ConfigError, CRSMissingError, InputFileError, RasterReadError
+
+__all__ = ["RasterSource", "describe_raster", "expand_imagery", "resolve_bands", "file_sha256"]
+
+log = logging.getLogger(__name__)
+
+DATE_PATTERN = re.compile(r"(?<!\d)((?:19|20)\d{2})-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """Facts about one raster file, cheap to pickle to a dask worker."""
+
+    path: str
+    crs: str
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    band_names: tuple[str, ...]
+    date: str | None
+    sha256: str
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    def as_record(self) -> dict[str, object]:
+        """JSON-ready description for store attributes and the run manifest."""
+        return {"path": self.path, "sha256": self.sha256, "date": self.date, "crs": self.crs}
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file, streamed so a large scene never sits in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expand_imagery(patterns: Sequence[str | Path]) -> list[Path]:
+    """Expand paths and globs into a sorted list of files; a pattern matching nothing fails."""
+    files: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        if any(ch in text for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(text))
+            if not matches:
+                raise InputFileError(f"Imagery pattern '{text}' matches no file. Check the path.")
+            files.extend(matches)
+        else:
+            path = Path(text)
+            if not path.exists():
+                raise InputFileError(f"Imagery file '{path}' does not exist. Check 'imagery.paths'.")
+            files.append(path)
+    return files
+
+
+def _parse_date(path: Path, tags: dict[str, str]) -> str | None:
+    for key in ("ACQUISITION_DATE", "TIFFTAG_DATETIME", "DATE"):
+        if key in tags:
+            match = DATE_PATTERN.search(tags[key].replace(":", "-"))
+            if match:
+                return "-".join(match.groups())
+    match = DATE_PATTERN.search(path.stem)
+    return "-".join(match.groups()) if match else None
+
+
+def describe_raster(path: str | Path, *, checksum: bool = True) -> RasterSource:
+    """Open a raster once and check that chips can be cut from it.
+
+    Raises
+    ------
+    InputFileError
+        The file does not exist.
+    RasterReadError
+        GDAL cannot open it, or its last block cannot be read (a truncated file).
+    CRSMissingError
+        It has no CRS.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"Imagery file '{path}' does not exist. Check 'imagery.paths'.")
+    try:
+        with rasterio.open(path) as src:
+            # Reading the last row catches truncated files, which open fine.
+            src.read(1, window=((src.height - 1, src.height), (0, src.width)))
+            tags = src.tags()
+            names = tuple(
+                desc or f"band_{i}" for i, desc in enumerate(src.descriptions, start=1)
+            )
+            info = dict(
+                crs=src.crs, transform=src.transform, width=src.width, height=src.height,
+                count=src.count, dtype=src.dtypes[0], nodata=src.nodata,
+            )
+    except RasterioIOError as exc:
+        raise RasterReadError(
+            f"Imagery file '{path}' cannot be read as a raster ({exc}). It may be truncated "
+            "or not a GeoTIFF: download it again or remove it from 'imagery.paths'."
+        ) from exc
+    if info["crs"] is None:
+        raise CRSMissingError(
+            f"Raster '{path}' has no CRS, so units cannot be placed on it. Set one with "
+            f"'rio edit-info --crs EPSG:XXXX {path}'."
+        )
+    if info["transform"] == Affine.identity():
+        raise CRSMissingError(
+            f"Raster '{path}' has no geotransform (pixel grid), so units cannot be placed on it. "
+            "Georeference it first (for example with gdal_translate -a_ullr)."
+        )
+    return RasterSource(
+        path=str(path), crs=info["crs"].to_string(), transform=info["transform"],
+        width=info["width"], height=info["height"], count=info["count"], dtype=info["dtype"],
+        nodata=info["nodata"], band_names=names, date=_parse_date(path, tags),
+        sha256=file_sha256(path) if checksum else "",
+    )
+
+
+def resolve_bands(source: RasterSource, bands: Sequence[int | str] | None) -> list[int]:
+    """Turn band selections (1-based indexes or descriptions) into 1-based indexes."""
+    if bands is None:
+        return list(range(1, source.count + 1))
+    indexes: list[int] = []
+    for band in bands:
+        if isinstance(band, (int, np.integer)):
+            if not 1 <= band <= source.count:
+                raise ConfigError(
+                    f"Band index {band} is out of range for '{source.path}', which has "
+                    f"{source.count} bands (1..{source.count})."
+                )
+            indexes.append(int(band))
+        elif band in source.band_names:
+            indexes.append(source.band_names.index(band) + 1)
+        else:
+            raise ConfigError(
+                f"Band '{band}' is not in '{source.path}'; its bands are "
+                f"{list(source.band_names)}. Use a name from that list or a 1-based index."
+            )
+    return indexes

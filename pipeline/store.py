@@ -1,0 +1,292 @@
+"""The tile store: one Zarr v3 group holding every unit's chip, validity mask and metadata.
+
+Layout (see DESIGN.md): ``chips`` (unit, time, band, y, x) in the source dtype, ``valid``
+(unit, time, y, x) bool, ``unit_id`` (unit,) string and ``centre_xy`` (unit, 2) float64 in
+the store CRS. Chips are chunked by whole units so that each writer owns a disjoint region.
+Chip centres live in an array rather than a group attribute because a JSON attribute with
+100,000 coordinate pairs makes every open slow. ``xarray.open_zarr`` opens the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.errors import InputFileError
+
+__all__ = ["ChipBatch", "TileStore", "consolidate", "create_store", "open_store"]
+
+log = logging.getLogger(__name__)
+
+CHIP_DIMS = ["unit", "time", "band", "y", "x"]
+VALID_DIMS = ["unit", "time", "y", "x"]
+
+
+@dataclass(frozen=True)
+class ChipBatch:
+    """Consecutive units read from a store: ids, pixels (B, T, C, H, W) and masks (B, T, H, W)."""
+
+    start: int
+    unit_ids: np.ndarray
+    chips: np.ndarray
+    valid: np.ndarray
+
+
+def _as_str(values: np.ndarray) -> np.ndarray:
+    """Zarr hands back numpy's variable-width StringDType; callers get plain ``str`` arrays."""
+    return np.asarray(values).astype(object).astype(str)
+
+
+class TileStore:
+    """Read and write access to a tile store; open one with :func:`open_store`."""
+
+    def __init__(self, group: zarr.Group, path: Path) -> None:
+        self.group = group
+        self.path = path
+
+    # -- metadata -------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def chips(self) -> zarr.Array:
+        return self.group["chips"]
+
+    @property
+    def valid(self) -> zarr.Array:
+        return self.group["valid"]
+
+    @property
+    def unit_ids(self) -> np.ndarray:
+        return _as_str(self.group["unit_id"][:])
+
+    @property
+    def centres(self) -> np.ndarray:
+        """Chip centres (N, 2) as map x, y in the store CRS."""
+        return np.asarray(self.group["centre_xy"][:])
+
+    @property
+    def n_units(self) -> int:
+        return int(self.chips.shape[0])
+
+    @property
+    def n_dates(self) -> int:
+        return int(self.chips.shape[1])
+
+    @property
+    def n_bands(self) -> int:
+        return int(self.chips.shape[2])
+
+    @property
+    def chip_size(self) -> int:
+        return int(self.chips.shape[3])
+
+    @property
+    def units_per_chunk(self) -> int:
+        return int(self.chips.chunks[0])
+
+    @property
+    def band_names(self) -> list[str]:
+        return list(self.group.attrs["band_names"])
+
+    @property
+    def dates(self) -> list[str | None]:
+        return list(self.group.attrs["dates"])
+
+    @property
+    def crs(self) -> str:
+        return str(self.group.attrs["crs"])
+
+    @property
+    def band_mean(self) -> np.ndarray:
+        return self._stat("band_mean")
+
+    @property
+    def band_std(self) -> np.ndarray:
+        return self._stat("band_std")
+
+    def _stat(self, key: str) -> np.ndarray:
+        value = self.group.attrs.get(key)
+        if value is None:
+            raise ValueError(
+                f"Tile store '{self.path}' has no {key}: it was not finalized. "
+                "Run the ingestion again to completion."
+            )
+        return np.asarray(value, dtype=np.float64)
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, start: int, stop: int) -> ChipBatch:
+        """Read units ``[start, stop)`` in store order."""
+        return ChipBatch(
+            start=start,
+            unit_ids=_as_str(self.group["unit_id"][start:stop]),
+            chips=np.asarray(self.chips[start:stop]),
+            valid=np.asarray(self.valid[start:stop]),
+        )
+
+    def read_units(self, unit_ids: Sequence[str]) -> ChipBatch:
+        """Random access by unit id, returned in the order asked for."""
+        index = {uid: i for i, uid in enumerate(self.unit_ids)}
+        missing = [u for u in unit_ids if u not in index]
+        if missing:
+            raise KeyError(f"Units not in tile store '{self.path}': {missing[:5]}")
+        rows = np.array([index[u] for u in unit_ids], dtype=np.int64)
+        order = np.argsort(rows)
+        sorted_rows = rows[order]
+        chips = self.chips.get_orthogonal_selection((sorted_rows,))
+        valid = self.valid.get_orthogonal_selection((sorted_rows,))
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        return ChipBatch(-1, np.asarray(unit_ids, dtype=str), chips[inverse], valid[inverse])
+
+    def iter_batches(self, batch_size: int | None = None) -> Iterator[ChipBatch]:
+        """Yield consecutive batches; the default batch is one chunk, the cheapest read."""
+        step = batch_size or self.units_per_chunk
+        for start in range(0, self.n_units, step):
+            yield self.read(start, min(start + step, self.n_units))
+
+    # -- writing --------------------------------------------------------------------------
+    def write_units(self, start: int, chips: np.ndarray, valid: np.ndarray) -> None:
+        """Write rows ``[start, start + len(chips))``; callers own disjoint chunk regions."""
+        stop = start + chips.shape[0]
+        self.chips[start:stop] = chips
+        self.valid[start:stop] = valid
+
+    def finalize_stats(self, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Compute per-band mean and standard deviation over valid pixels in one streaming pass.
+
+        Encoders normalise with these; float64 sums keep the pass exact enough for uint16
+        reflectance over millions of pixels.
+        """
+        n_bands = self.n_bands
+        total = np.zeros(n_bands)
+        total_sq = np.zeros(n_bands)
+        count = 0
+        for batch in self.iter_batches(batch_size):
+            mask = batch.valid[:, :, None, :, :]  # (B, T, 1, H, W)
+            pixels = batch.chips.astype(np.float64)
+            weights = np.broadcast_to(mask, pixels.shape)
+            total += np.where(weights, pixels, 0.0).sum(axis=(0, 1, 3, 4))
+            total_sq += np.where(weights, pixels**2, 0.0).sum(axis=(0, 1, 3, 4))
+            count += int(batch.valid.sum())
+        if count == 0:
+            mean = np.zeros(n_bands)
+            std = np.ones(n_bands)
+        else:
+            mean = total / count
+            std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+            std[std == 0] = 1.0
+        self.group.attrs.update({"band_mean": mean.tolist(), "band_std": std.tolist()})
+        return mean, std
+
+
+def consolidate(store: TileStore) -> None:
+    """Write consolidated metadata so ``xarray.open_zarr`` opens the store in one read.
+
+    Call it last: attributes changed afterwards are not seen by consolidated readers.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr warns that v3 consolidation is not yet in the spec
+        zarr.consolidate_metadata(str(store.path), zarr_format=3)
+
+
+def create_store(
+    path: str | Path,
+    *,
+    unit_ids: Sequence[str],
+    n_dates: int,
+    band_names: Sequence[str],
+    chip_size: int,
+    dtype: str | np.dtype,
+    crs: str,
+    pixel_size: float | tuple[float, float],
+    dates: Sequence[str | None],
+    centres: np.ndarray,
+    sources: Sequence[dict[str, Any]] = (),
+    units_per_chunk: int = 256,
+    nodata: float | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+) -> TileStore:
+    """Create an empty tile store for ``len(unit_ids)`` units, overwriting ``path``.
+
+    Parameters
+    ----------
+    unit_ids : sequence of str
+        Unit keys in store order.
+    n_dates, band_names, chip_size, dtype
+        Shape and pixel type of ``chips`` (N, n_dates, len(band_names), chip_size, chip_size).
+    crs, pixel_size, dates, sources, nodata
+        Recorded as group attributes so readers know where the pixels came from.
+    centres : ndarray of shape (N, 2)
+        Chip centres as map coordinates in ``crs``.
+    units_per_chunk : int, default=256
+        Units per chunk; a writer owns whole chunks.
+    """
+    n_units = len(unit_ids)
+    n_bands = len(band_names)
+    per_chunk = max(1, min(units_per_chunk, max(n_units, 1)))
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.create_array(
+        "chips",
+        shape=(n_units, n_dates, n_bands, chip_size, chip_size),
+        chunks=(per_chunk, n_dates, n_bands, chip_size, chip_size),
+        dtype=np.dtype(dtype),
+        fill_value=0,
+        dimension_names=CHIP_DIMS,
+    )
+    group.create_array(
+        "valid",
+        shape=(n_units, n_dates, chip_size, chip_size),
+        chunks=(per_chunk, n_dates, chip_size, chip_size),
+        dtype=bool,
+        fill_value=False,
+        dimension_names=VALID_DIMS,
+    )
+    ids = group.create_array(
+        "unit_id", shape=(n_units,), chunks=(max(n_units, 1),), dtype=str,
+        dimension_names=["unit"],
+    )
+    ids[:] = np.asarray(unit_ids, dtype=str)
+    xy = group.create_array(
+        "centre_xy", shape=(n_units, 2), chunks=(max(n_units, 1), 2), dtype="float64",
+        dimension_names=["unit", "xy"],
+    )
+    xy[:] = np.asarray(centres, dtype=np.float64).reshape(n_units, 2)
+    px = pixel_size if isinstance(pixel_size, tuple) else (pixel_size, pixel_size)
+    group.attrs.update(
+        {
+            "crs": crs,
+            "pixel_size": [float(px[0]), float(px[1])],
+            "chip_size": int(chip_size),
+            "band_names": list(band_names),
+            "dates": list(dates),
+            "nodata": nodata,
+            "sources": json.loads(json.dumps(list(sources), default=str)),
+            "band_mean": None,
+            "band_std": None,
+            **(extra_attrs or {}),
+        }
+    )
+    return TileStore(group, Path(path))
+
+
+def open_store(path: str | Path) -> TileStore:
+    """Open an existing tile store for reading and writing."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise InputFileError(
+            f"No tile store at '{path}' (missing zarr.json). Run 'eocausal ingest' to create it."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False)
+    return TileStore(group, path)
