@@ -39,7 +39,7 @@ def chip_window(transform: Affine, x: float, y: float, size: int) -> Window:
     For even sizes the point's pixel sits at index ``size // 2`` (just below and right of
     the geometric centre), so a chip never needs resampling.
     """
-    col, row = ~transform * (x, y)
+    col, row = ~transform @ (x, y)
     half = size // 2
     return Window(math.floor(col) - half, math.floor(row) - half, size, size)
 
