@@ -1,0 +1,171 @@
+"""The run configuration: one YAML file, validated whole before any stage starts.
+
+Keys are the argument names of the stage functions they feed, so a config reads like the
+notebook call it replaces. Relative paths are resolved against the config file's folder.
+An unknown key fails with the list of valid keys, not somewhere deep inside a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError, InputFileError
+
+__all__ = ["RunConfig", "load_config", "config_from_dict"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class UnitsSection(_Section):
+    path: Path | None = None
+    id: str = "unit_id"
+    treatment: str = "treatment"
+    outcome: str = "outcome"
+    covariates: list[str] = Field(default_factory=list)
+    group: str | None = None
+    lon: str = "lon"
+    lat: str = "lat"
+    crs: str | None = None
+
+
+class ImagerySection(_Section):
+    paths: list[str] = Field(default_factory=list)
+    bands: list[int | str] | None = None
+
+
+class ChipsSection(_Section):
+    size: int = Field(32, ge=4, le=1024)
+    min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    units_per_chunk: int = Field(256, ge=1)
+
+
+class EncoderSection(_Section):
+    name: str = "rcf"
+    options: dict[str, Any] = Field(default_factory=dict)
+    weights: Path | None = None
+    batch_size: int = Field(256, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EstimatorSection(_Section):
+    method: Literal["causal_forest"] = "causal_forest"
+    design: Literal["rct", "observational"] = "rct"
+    propensity: float | None = Field(None, gt=0.0, lt=1.0)
+    n_components: int | None = Field(20, ge=1)
+    n_estimators: int = Field(400, ge=4)
+    min_samples_leaf: int = Field(5, ge=1)
+    cv: int = Field(3, ge=2)
+
+
+class MapSection(_Section):
+    enabled: bool = True
+    stride: int | None = Field(None, ge=1, description="grid step in pixels; default chip/2")
+
+
+class ComputeSection(_Section):
+    scheduler: str | None = Field(
+        None, description="'synchronous', 'local' (a LocalCluster) or a scheduler address"
+    )
+    workers: int | None = Field(None, ge=1)
+
+
+class RunConfig(_Section):
+    """A whole run: where the inputs are and how each stage is set."""
+
+    name: str = "run"
+    seed: int = 0
+    simulate: dict[str, Any] | None = None
+    units: UnitsSection = Field(default_factory=UnitsSection)
+    imagery: ImagerySection = Field(default_factory=ImagerySection)
+    chips: ChipsSection = Field(default_factory=ChipsSection)
+    encoder: EncoderSection = Field(default_factory=EncoderSection)
+    estimator: EstimatorSection = Field(default_factory=EstimatorSection)
+    map: MapSection = Field(default_factory=MapSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
+    truth: Path | None = None
+
+    @field_validator("simulate")
+    @classmethod
+    def _simulate_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        from dataclasses import fields
+
+        from pipeline.world import WorldSpec
+
+        valid = {f.name for f in fields(WorldSpec)}
+        unknown = sorted(set(value) - valid)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; valid keys are {sorted(valid)}")
+        return value
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = _section_for(err["loc"][:-1])
+            valid = sorted(section.model_fields) if section else []
+            lines.append(f"unknown key '{where}'; valid keys here are {valid}")
+        else:
+            lines.append(f"'{where}': {err['msg']} (got {err.get('input')!r})")
+    return f"Config '{source}' is invalid:\n  " + "\n  ".join(lines)
+
+
+def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        if field is None or not isinstance(field.annotation, type):
+            return model if not loc else None
+        if not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None,
+                     source: str = "config") -> RunConfig:
+    """Validate a config mapping; relative paths are taken relative to ``base_dir``."""
+    try:
+        config = RunConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config
+
+
+def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    def resolve(p: Path | str | None) -> Any:
+        if p is None:
+            return None
+        path = Path(p)
+        return path if path.is_absolute() else (base / path)
+
+    config.units.path = resolve(config.units.path)
+    config.imagery.paths = [str(resolve(p)) for p in config.imagery.paths]
+    config.encoder.weights = resolve(config.encoder.weights)
+    config.truth = resolve(config.truth)
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"Config file '{path}' does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config '{path}' is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"Config '{path}' must be a mapping of sections, got {type(data).__name__}.")
+    return config_from_dict(data or {}, base_dir=path.parent.resolve(), source=str(path))
