@@ -1,0 +1,88 @@
+"""Write effect surfaces as Cloud-Optimized GeoTIFFs and PNG figures.
+
+GDAL's COG driver can only copy an existing dataset, so the surface is first written to an
+in-memory GTiff and then copied with the COG driver; :func:`is_cog` checks the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+import rasterio.shutil  # noqa: E402
+from affine import Affine  # noqa: E402
+from rasterio.io import MemoryFile  # noqa: E402
+
+__all__ = ["write_cog", "is_cog", "plot_surface"]
+
+log = logging.getLogger(__name__)
+
+
+def write_cog(path: str | Path, surface: np.ndarray, *, transform: Affine, crs: str,
+              description: str = "cate") -> Path:
+    """Write a float32 single-band surface (NaN = no estimate) as a Cloud-Optimized GeoTIFF."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(surface, dtype=np.float32)
+    profile = {
+        "driver": "GTiff", "height": data.shape[0], "width": data.shape[1], "count": 1,
+        "dtype": "float32", "crs": crs, "transform": transform, "nodata": np.nan,
+    }
+    with MemoryFile() as mem:
+        with mem.open(**profile) as tmp:
+            tmp.write(data, 1)
+            tmp.set_band_description(1, description)
+        with mem.open() as tmp:
+            rasterio.shutil.copy(tmp, str(path), driver="COG", compress="DEFLATE",
+                                 blocksize=256, overview_resampling="average")
+    return path
+
+
+def is_cog(path: str | Path) -> bool:
+    """True when GDAL reports the file's layout as COG (tiled, overviews before data)."""
+    with rasterio.open(path) as src:
+        return src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def plot_surface(
+    path: str | Path,
+    surface: np.ndarray,
+    *,
+    extent: tuple[float, float, float, float],
+    title: str,
+    points: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    label: str = "CATE",
+) -> Path:
+    """Save a PNG of the effect surface, with the trial's units and the true surface if known.
+
+    ``extent`` is (left, right, bottom, top) in map units; ``points`` (N, 2) map x, y.
+    """
+    panels = 2 if truth is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.4), squeeze=False)
+    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in (surface, truth) if a is not None])
+    vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    items = [(surface, title)] + ([(truth, "True CATE (simulation)")] if truth is not None else [])
+    for ax, (data, name) in zip(axes[0], items, strict=True):
+        image = ax.imshow(data, extent=extent, cmap="RdYlBu_r", vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
+        if points is not None and len(points):
+            ax.scatter(points[:, 0], points[:, 1], s=2, c="k", alpha=0.3, linewidths=0)
+        ax.set_title(name)
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+        ax.ticklabel_format(style="plain", useOffset=False)
+        ax.tick_params(axis="x", labelrotation=30)
+        fig.colorbar(image, ax=ax, label=label, shrink=0.85)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
