@@ -1,0 +1,35 @@
+"""Geo-ingestion: units and imagery in, a tile store out (plus the synthetic-world simulator).
+
+Public names are loaded lazily (PEP 562) so that a dask worker importing one module does
+not pay for all of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "UnitColumns": "units", "read_units": "units", "validate_units": "units",
+    "RasterSource": "imagery", "describe_raster": "imagery", "expand_imagery": "imagery",
+    "resolve_bands": "imagery", "file_sha256": "imagery",
+    "ChipGrid": "chips", "chip_window": "chips", "read_chip": "chips",
+    "TileStore": "store", "ChipBatch": "store", "create_store": "store", "open_store": "store",
+    "IngestResult": "ingest", "ingest": "ingest", "unit_centres": "ingest",
+    "RegionGrid": "grid", "region_grid": "grid",
+    "WorldSpec": "world", "World": "world", "make_world": "world",
+    "true_cate_surface": "world",
+    "SimulatedWorld": "simulate", "simulate": "simulate", "write_world": "simulate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"pipeline.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,95 @@
+"""The command line: help everywhere, and one clear message (exit 2) for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import geopandas as gpd
+import pytest
+import yaml
+
+from workflows.cli import main
+
+SIM = ["--n-units", "60", "--scene-size", "96", "--chip-size", "16", "--seed", "1"]
+
+
+def _config(tmp_path, **sections):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", **sections}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    assert main(["simulate", "--out", str(out), *SIM]) == 0
+    return out
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["demo"], ["simulate"]])
+def test_every_command_has_help(command, capsys):
+    assert main([*command, "--help"]) == 0
+    assert "Usage: eocausal" in capsys.readouterr().out
+
+
+def test_simulate_writes_the_world(world, capsys):
+    names = {p.name for p in world.iterdir()}
+    assert {"units.gpkg", "truth.parquet", "truth.json", "truth_cate.tif"} <= names
+    assert any(n.startswith("scene_") and n.endswith(".tif") for n in names)
+
+
+def _fails_with(argv, capsys, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    _fails_with(["run", str(tmp_path / "nope.yaml")], capsys, "error: Config file", "nope.yaml")
+
+
+def test_missing_units_file(tmp_path, world, capsys):
+    cfg = _config(tmp_path, units={"path": str(tmp_path / "absent.gpkg")},
+                  imagery={"paths": [str(next(world.glob("scene_*.tif")))]})
+    _fails_with(["run", cfg, "--out", str(tmp_path / "r")], capsys, "absent.gpkg", "does not exist")
+
+
+def test_missing_units_column(tmp_path, world, capsys):
+    cfg = _config(tmp_path, units={"path": str(world / "units.gpkg"), "outcome": "income"},
+                  imagery={"paths": [str(next(world.glob("scene_*.tif")))]})
+    _fails_with(["run", cfg, "--out", str(tmp_path / "r")], capsys, "no column(s) ['income']",
+                "'outcome'")
+
+
+def test_unreadable_raster(tmp_path, world, capsys):
+    junk = tmp_path / "scene.tif"
+    junk.write_bytes(b"II*\x00 this is not a tiff")
+    cfg = _config(tmp_path, units={"path": str(world / "units.gpkg")},
+                  imagery={"paths": [str(junk)]})
+    _fails_with(["run", cfg, "--out", str(tmp_path / "r")], capsys, "scene.tif",
+                "cannot be read as a raster")
+
+
+def test_units_all_outside(tmp_path, world, capsys):
+    units = gpd.read_file(world / "units.gpkg")
+    units["geometry"] = units.translate(1e6, 0)
+    units.to_file(tmp_path / "far.gpkg")
+    cfg = _config(tmp_path, units={"path": str(tmp_path / "far.gpkg")},
+                  imagery={"paths": [str(next(world.glob("scene_*.tif")))]}, chips={"size": 16})
+    _fails_with(["run", cfg, "--out", str(tmp_path / "r")], capsys,
+                "All 60 units lie outside the imagery")
+
+
+def test_bad_simulate_option(tmp_path, capsys):
+    _fails_with(["simulate", "--out", str(tmp_path), "--n-bands", "40"], capsys, "n_bands", "40")
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "workflows.cli", "run", str(tmp_path / "x.yaml")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: Config file")
