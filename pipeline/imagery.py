@@ -22,7 +22,14 @@ from rasterio.errors import RasterioIOError
 
 from pipeline.errors import ConfigError, CRSMissingError, InputFileError, RasterReadError
 
-__all__ = ["RasterSource", "describe_raster", "expand_imagery", "resolve_bands", "file_sha256"]
+__all__ = [
+    "RasterSource",
+    "describe_raster",
+    "expand_imagery",
+    "file_sha256",
+    "group_by_date",
+    "resolve_bands",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,13 @@ class RasterSource:
     band_names: tuple[str, ...]
     date: str | None
     sha256: str
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+
+    @property
+    def has_scale_offset(self) -> bool:
+        """True when the file declares a scale or offset other than 1 and 0 on any band."""
+        return any(s != 1.0 for s in self.scales) or any(o != 0.0 for o in self.offsets)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -123,6 +137,8 @@ def describe_raster(path: str | Path, *, checksum: bool = True) -> RasterSource:
             info = dict(
                 crs=src.crs, transform=src.transform, width=src.width, height=src.height,
                 count=src.count, dtype=src.dtypes[0], nodata=src.nodata,
+                scales=tuple(float(v) for v in src.scales),
+                offsets=tuple(float(v) for v in src.offsets),
             )
     except RasterioIOError as exc:
         raise RasterReadError(
@@ -143,7 +159,8 @@ def describe_raster(path: str | Path, *, checksum: bool = True) -> RasterSource:
         path=str(path), crs=info["crs"].to_string(), transform=info["transform"],
         width=info["width"], height=info["height"], count=info["count"], dtype=info["dtype"],
         nodata=info["nodata"], band_names=names, date=_parse_date(path, tags),
-        sha256=file_sha256(path) if checksum else "",
+        sha256=file_sha256(path) if checksum else "", scales=info["scales"],
+        offsets=info["offsets"],
     )
 
 
@@ -168,3 +185,39 @@ def resolve_bands(source: RasterSource, bands: Sequence[int | str] | None) -> li
                 f"{list(source.band_names)}. Use a name from that list or a 1-based index."
             )
     return indexes
+
+
+def group_by_date(
+    sources: Sequence[RasterSource], dates: Sequence[str] | None = None
+) -> list[tuple[str | None, list[RasterSource]]]:
+    """Group rasters into acquisitions: one mosaic of files per date, in date order.
+
+    ``dates`` (one per source, for example from the config) override dates parsed from tags
+    or file names. When no source has a date, all of them form one undated mosaic (T=1).
+    """
+    if dates is not None:
+        if len(dates) != len(sources):
+            raise ConfigError(
+                f"'imagery.dates' has {len(dates)} entries but {len(sources)} rasters were "
+                "given; give one date per raster (YYYY-MM-DD) or none."
+            )
+        parsed = []
+        for date, source in zip(dates, sources, strict=True):
+            match = DATE_PATTERN.search(str(date))
+            if not match:
+                raise ConfigError(f"Date '{date}' for '{source.path}' is not YYYY-MM-DD.")
+            parsed.append("-".join(match.groups()))
+    else:
+        parsed = [s.date for s in sources]
+    if all(d is None for d in parsed):
+        return [(None, list(sources))]
+    undated = [s.path for s, d in zip(sources, parsed, strict=True) if d is None]
+    if undated:
+        raise ConfigError(
+            f"Rasters {undated[:3]} have no acquisition date while others do. Give every "
+            "raster a date (ACQUISITION_DATE tag, YYYYMMDD in the file name, or 'imagery.dates')."
+        )
+    groups: dict[str, list[RasterSource]] = {}
+    for date, source in zip(parsed, sources, strict=True):
+        groups.setdefault(date, []).append(source)
+    return [(date, groups[date]) for date in sorted(groups)]

@@ -1,15 +1,21 @@
-"""Ingestion: units + rasters -> tile store, with every unit that got no chip accounted for.
+"""Ingestion: units + rasters -> tile store, resumable, with every unused unit accounted for.
 
-Units are sorted along a Hilbert curve so that each partition reads nearby windows, then cut
-into partitions of whole store chunks. A partition is a plain function of picklable inputs
-(paths, centres, a store path) that opens its own rasters and writes its own region, so it
-runs the same in this process or on a dask worker (pass ``map_partitions=client.map``-like
-callables from the workflows layer).
+The driver does the cheap planning in one process: describe every raster (failing early on
+a truncated file or a missing CRS, before anything is written), choose the target grid,
+place each unit's chip window on it, list units outside all imagery, sort the rest along a
+Hilbert curve and cut them into chunk-sized :class:`~pipeline.partition.PartitionTask`\\ s.
+The tasks run through ``map_partitions`` (a plain loop, or dask from ``workflows``). A
+rerun with the same inputs reopens the store and runs only the chunks whose ``done`` flag
+is down, so a killed ingestion resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,92 +23,107 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 
-from pipeline.chips import ChipGrid, chip_window, read_chip, window_overlap_fraction
 from pipeline.errors import ConfigError, NoUsableUnitsError
-from pipeline.imagery import RasterSource, describe_raster, expand_imagery, resolve_bands
+from pipeline.imagery import (
+    RasterSource,
+    describe_raster,
+    expand_imagery,
+    group_by_date,
+    resolve_bands,
+)
+from pipeline.partition import DateSource, PartitionTask, ingest_partition
 from pipeline.store import TileStore, consolidate, create_store, open_store
+from pipeline.target import TargetGrid, make_target_grid, plan_access
 
-__all__ = ["IngestResult", "PartitionTask", "ingest", "ingest_partition", "unit_centres"]
+__all__ = ["IngestResult", "ingest", "unit_centres"]
 
 log = logging.getLogger(__name__)
 
-GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-
-
-@dataclass(frozen=True)
-class PartitionTask:
-    """Everything one worker needs to fill store rows ``[start, start + len(centres))``."""
-
-    store_path: str
-    start: int
-    centres: np.ndarray  # (B, 2) map x, y in the rasters' CRS
-    paths: tuple[str, ...]  # one raster per date
-    indexes: tuple[int, ...]
-    chip_size: int
+Mapper = Callable[[Callable[[PartitionTask], np.ndarray], list[PartitionTask]], Iterable[np.ndarray]]
 
 
 @dataclass
 class IngestResult:
-    """What ingestion produced: the store and the units it could not use, with reasons."""
+    """What ingestion produced: the store, counts, and the units it could not use."""
 
     store_path: Path
     n_units: int
     n_usable: int
     skipped: pd.DataFrame = field(repr=False)
+    n_tasks_run: int = 0
+    n_tasks_total: int = 0
 
     @property
     def store(self) -> TileStore:
         return open_store(self.store_path)
 
 
-def unit_centres(units: gpd.GeoDataFrame, crs: str) -> np.ndarray:
-    """Chip centres (N, 2) in ``crs``: points as given, polygons by their centroid."""
+def unit_centres(units: gpd.GeoDataFrame, crs: str, polygons: str = "centroid") -> np.ndarray:
+    """Chip centres (N, 2) in ``crs``: points as given; polygons by centroid or bounds centre."""
     projected = units.geometry.to_crs(crs)
+    if polygons == "bounds":
+        b = projected.bounds
+        return np.column_stack([(b.minx + b.maxx).to_numpy() / 2, (b.miny + b.maxy).to_numpy() / 2])
     points = projected.where(projected.geom_type == "Point", projected.centroid)
     return np.column_stack([points.x.to_numpy(), points.y.to_numpy()])
 
 
-def ingest_partition(task: PartitionTask) -> np.ndarray:
-    """Read every chip of one partition and write it to the store.
-
-    Returns the valid-pixel fraction per unit and date, shape (B, T): a small result, as
-    dask tasks should return.
-    """
-    store = open_store(task.store_path)
-    n, n_dates, size = len(task.centres), len(task.paths), task.chip_size
-    chips = np.zeros((n, n_dates, len(task.indexes), size, size), dtype=store.chips.dtype)
-    valid = np.zeros((n, n_dates, size, size), dtype=bool)
-    with rasterio.Env(**GDAL_ENV):
-        for t, path in enumerate(task.paths):
-            with rasterio.open(path) as src:
-                for i, (x, y) in enumerate(task.centres):
-                    window = chip_window(src.transform, x, y, size)
-                    _, valid[i, t] = read_chip(
-                        src, window, indexes=list(task.indexes), out=chips[i, t]
-                    )
-    store.write_units(task.start, chips, valid)
-    return valid.mean(axis=(2, 3))
+def _chip_size_for_bounds(units: gpd.GeoDataFrame, grid: TargetGrid, chip_size: int) -> int:
+    """Smallest chip (at least ``chip_size``) covering every polygon's bounding box."""
+    b = units.geometry.to_crs(grid.crs).bounds
+    extent = np.maximum((b.maxx - b.minx) / grid.resolution[0], (b.maxy - b.miny) / grid.resolution[1])
+    return max(chip_size, int(math.ceil(float(extent.max()))) + 1)
 
 
-def _check_same_grid(sources: Sequence[RasterSource]) -> None:
-    first = sources[0]
-    for other in sources[1:]:
-        if (other.crs, other.transform, other.width, other.height) != (
-            first.crs, first.transform, first.width, first.height
-        ):
-            raise ConfigError(
-                f"Rasters '{first.path}' and '{other.path}' lie on different grids "
-                f"({first.crs}, {first.width}x{first.height} vs {other.crs}, "
-                f"{other.width}x{other.height}). A series of dates must share one grid: "
-                "warp them to one grid first (gdalwarp -tap) or ingest them separately."
-            )
+def _windows(centres: np.ndarray, grid: TargetGrid, size: int) -> np.ndarray:
+    cols, rows = ~grid.transform @ (centres[:, 0], centres[:, 1])
+    half = size // 2
+    return np.column_stack([np.floor(cols) - half, np.floor(rows) - half]).astype(np.int64)
+
+
+def _covered(windows: np.ndarray, size: int, dates: list[list[DateSource]]) -> np.ndarray:
+    """Whether each chip window overlaps at least one raster of at least one date."""
+    hit = np.zeros(len(windows), dtype=bool)
+    for sources in dates:
+        for s in sources:
+            cols = windows[:, 0] - s.access.col_offset
+            rows = windows[:, 1] - s.access.row_offset
+            hit |= (cols < s.width) & (cols + size > 0) & (rows < s.height) & (rows + size > 0)
+    return hit
 
 
 def _hilbert_order(centres: np.ndarray) -> np.ndarray:
-    return np.argsort(gpd.GeoSeries(gpd.points_from_xy(*centres.T)).hilbert_distance().to_numpy(),
-                      kind="stable")
+    distances = gpd.GeoSeries(gpd.points_from_xy(*centres.T)).hilbert_distance()
+    return np.argsort(distances.to_numpy(), kind="stable")
+
+
+def _date_sources(groups, grid: TargetGrid, force_warp: bool,
+                  resampling: str | None) -> list[list[DateSource]]:
+    dates = []
+    for _, sources in groups:
+        plans = []
+        for source in sources:
+            access = plan_access(source, grid, force_warp=force_warp, resampling=resampling)
+            width, height = ((source.width, source.height) if access.native
+                             else (access.vrt_width, access.vrt_height))
+            plans.append(DateSource(access, width, height, source.nodata, source.scales,
+                                    source.offsets))
+        dates.append(plans)
+    return dates
+
+
+def _fingerprint(**parts: object) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _reusable(out: Path, fingerprint: str) -> TileStore | None:
+    try:
+        store = open_store(out)
+    except Exception:
+        return None
+    return store if store.attrs.get("fingerprint") == fingerprint else None
 
 
 def ingest(
@@ -114,116 +135,172 @@ def ingest(
     bands: Sequence[int | str] | None = None,
     min_valid_fraction: float = 0.5,
     units_per_chunk: int = 256,
-    map_partitions: Callable[[Callable, list[PartitionTask]], Iterable[np.ndarray]] | None = None,
+    crs: str | None = None,
+    resolution: float | None = None,
+    resampling: str | None = None,
+    dates: Sequence[str] | None = None,
+    polygons: str = "centroid",
+    apply_scale_offset: bool = True,
+    resume: bool = True,
+    map_partitions: Mapper | None = None,
 ) -> IngestResult:
-    """Cut a chip (or a dated stack of chips) around every unit into a tile store.
+    """Cut a chip, or a dated stack of chips, around every unit into a tile store.
 
     Parameters
     ----------
     units : GeoDataFrame
-        Validated units (see :func:`pipeline.units.read_units`), any CRS.
+        Validated units (:func:`pipeline.units.read_units`), in any CRS.
     imagery : sequence of path or glob
-        One raster, or one raster per date on a shared grid (dates from the file's
-        ``ACQUISITION_DATE`` tag or a YYYYMMDD in its name).
+        GeoTIFF/COG files in any CRSs and pixel sizes. Files of one date form a mosaic (a
+        chip that straddles two files is filled from both, first file first); several dates
+        (from ``dates``, an ``ACQUISITION_DATE`` tag or a YYYYMMDD in the name) give each
+        unit a (T, C, H, W) stack with a validity mask per date.
     out : path
-        The tile store to create (overwritten).
+        The tile store. An existing store from the same inputs is resumed, else replaced.
     chip_size : int, default=32
-        Chip side in pixels.
+        Chip side in target pixels.
     bands : sequence of int or str, optional
-        1-based band indexes or band descriptions; all bands by default.
+        1-based indexes or band descriptions, taken from the first raster; default all.
     min_valid_fraction : float, default=0.5
         Units whose best date has a smaller fraction of valid pixels are skipped.
     units_per_chunk : int, default=256
         Units per store chunk and per task.
+    crs, resolution : optional
+        Target grid; default the first raster's own CRS and pixel size. When given, every
+        raster is read through a WarpedVRT onto that grid.
+    resampling : str, optional
+        Resampling for warped reads; default nearest for integers, bilinear for floats.
+    dates : sequence of str, optional
+        One YYYY-MM-DD date per raster, overriding dates from tags and file names.
+    polygons : {"centroid", "bounds"}, default="centroid"
+        For polygon units: centre the chip on the centroid, or on the bounding box and widen
+        the chip (never resample) until it covers the largest polygon's bounds.
+    apply_scale_offset : bool, default=True
+        Where a file declares scale/offset, store ``pixel * scale + offset`` as float32.
+    resume : bool, default=True
+        Reuse finished chunks of an interrupted run with identical inputs.
     map_partitions : callable, optional
-        ``map_partitions(func, tasks)`` returning results in task order; defaults to a
-        loop in this process. The workflows layer passes a dask-backed one.
+        ``map_partitions(func, tasks)`` returning results in task order; default a loop here.
 
     Returns
     -------
     IngestResult
-        With ``skipped`` listing ``unit_id`` and ``reason`` for every unit left out.
+        ``skipped`` lists ``unit_id`` and ``reason`` for every unit left out.
     """
     if chip_size < 1:
         raise ConfigError(f"chip_size must be a positive integer. Got {chip_size} instead.")
     if not 0.0 <= min_valid_fraction <= 1.0:
-        raise ConfigError(
-            f"min_valid_fraction must be in [0, 1]. Got {min_valid_fraction} instead."
-        )
-    paths = expand_imagery(imagery)
-    sources = [describe_raster(p) for p in paths]
-    sources.sort(key=lambda s: (s.date or "", s.path))
-    _check_same_grid(sources)
+        raise ConfigError(f"min_valid_fraction must be in [0, 1]. Got {min_valid_fraction} instead.")
+    if polygons not in ("centroid", "bounds"):
+        raise ConfigError(f"polygons must be 'centroid' or 'bounds'. Got {polygons!r} instead.")
+    sources = [describe_raster(p) for p in expand_imagery(imagery)]
+    groups = group_by_date(sources, dates)
     first = sources[0]
     indexes = resolve_bands(first, bands)
-    grid = ChipGrid(first.transform, first.width, first.height)
+    _check_bands(sources, indexes)
+    grid = make_target_grid(sources, crs=crs, resolution=resolution)
+    warp = crs is not None or resolution is not None
+    date_sources = _date_sources(groups, grid, warp, resampling)
+    scaled = apply_scale_offset and any(s.has_scale_offset for s in sources)
+    dtype = "float32" if scaled else np.result_type(*[s.dtype for s in sources]).name
+    if polygons == "bounds" and not (units.geom_type == "Point").all():
+        chip_size = _chip_size_for_bounds(units, grid, chip_size)
 
-    centres = unit_centres(units, first.crs)
+    centres = unit_centres(units, grid.crs, polygons)
+    windows = _windows(centres, grid, chip_size)
     ids = units["unit_id"].to_numpy(dtype=str)
-    overlap = np.array([
-        window_overlap_fraction(chip_window(grid.transform, x, y, chip_size), grid)
-        for x, y in centres
-    ])
-    outside = overlap == 0.0
-    skipped = [
-        {"unit_id": uid, "reason": f"outside imagery: chip centre ({x:.1f}, {y:.1f}) in "
-         f"{first.crs} misses the raster bounds {tuple(round(b, 1) for b in first.bounds)}"}
-        for uid, (x, y) in zip(ids[outside], centres[outside], strict=True)
-    ]
-    keep = np.flatnonzero(~outside)
-    if keep.size == 0:
+    covered = _covered(windows, chip_size, date_sources)
+    skipped = _outside_records(ids[~covered], centres[~covered], grid, sources)
+    if not covered.any():
         raise NoUsableUnitsError(
-            f"All {len(ids)} units lie outside the imagery {[s.path for s in sources]} "
-            f"(bounds {first.bounds} in {first.crs}); units span "
-            f"{tuple(np.round(units.to_crs(first.crs).total_bounds, 1))}. Check that the "
-            "units file's CRS is right and that the imagery covers the study area."
+            f"All {len(ids)} units lie outside the imagery {[s.path for s in sources][:5]} "
+            f"({len(sources)} file(s); first bounds {tuple(round(b, 1) for b in first.bounds)} "
+            f"in {first.crs}); the units span "
+            f"{tuple(np.round(units.to_crs(first.crs).total_bounds, 1))} in that CRS. Check "
+            "that the units file's CRS is right and that the imagery covers the study area."
         )
+    keep = np.flatnonzero(covered)
     keep = keep[_hilbert_order(centres[keep])]
-
-    store = create_store(
-        out, unit_ids=ids[keep], n_dates=len(sources),
-        band_names=[first.band_names[i - 1] for i in indexes], chip_size=chip_size,
-        dtype=first.dtype, crs=first.crs, pixel_size=first.pixel_size,
-        dates=[s.date for s in sources], centres=centres[keep],
-        sources=[s.as_record() for s in sources], units_per_chunk=units_per_chunk,
-        nodata=first.nodata,
+    band_names = [first.band_names[i - 1] for i in indexes]
+    fingerprint = _fingerprint(
+        ids=ids[keep].tolist(), windows=windows[keep].tolist(), chip=chip_size, bands=indexes,
+        sources=[s.sha256 for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
+        dtype=dtype, per_chunk=units_per_chunk, warp=warp, resampling=resampling,
+        dates=[d for d, _ in groups],
     )
+    out = Path(out)
+    store = _reusable(out, fingerprint) if resume else None
+    if store is None:
+        if out.exists():
+            shutil.rmtree(out)
+        store = create_store(
+            out, unit_ids=ids[keep], n_dates=len(groups), band_names=band_names,
+            chip_size=chip_size, dtype=dtype, crs=grid.crs, pixel_size=grid.resolution,
+            dates=[d for d, _ in groups], centres=centres[keep],
+            sources=[s.as_record() for s in sources], units_per_chunk=units_per_chunk,
+            nodata=first.nodata,
+            extra_attrs={"fingerprint": fingerprint, "transform": list(grid.transform)[:6],
+                         "scale_offset_applied": scaled, "polygons": polygons,
+                         "resampling": None if not warp else (resampling or "by dtype")},
+        )
+    done = store.done_chunks()
     per_chunk = store.units_per_chunk
     tasks = [
-        PartitionTask(str(out), start, centres[keep[start:start + per_chunk]],
-                      tuple(s.path for s in sources), tuple(indexes), chip_size)
-        for start in range(0, keep.size, per_chunk)
+        PartitionTask(str(out), i, start, windows[keep[start:start + per_chunk]], chip_size,
+                      tuple(tuple(d) for d in date_sources), tuple(indexes), grid, scaled)
+        for i, start in enumerate(range(0, keep.size, per_chunk)) if not done[i]
     ]
+    if len(tasks) < len(done):
+        log.info("Resuming '%s': %d of %d chunks already done", out, len(done) - len(tasks),
+                 len(done))
     runner = map_partitions or (lambda func, items: map(func, items))
-    fractions = np.concatenate(list(runner(ingest_partition, tasks)), axis=0)
+    for _ in runner(ingest_partition, tasks):
+        pass
+    return _finish(store, ids[keep], skipped, min_valid_fraction, sources, len(tasks), len(done))
 
+
+def _check_bands(sources: list[RasterSource], indexes: list[int]) -> None:
+    needed = max(indexes)
+    short = [s.path for s in sources if s.count < needed]
+    if short:
+        raise ConfigError(
+            f"Rasters {short[:3]} have fewer than {needed} bands, but band {needed} was "
+            f"selected from '{sources[0].path}'. Select bands every raster has."
+        )
+
+
+def _outside_records(ids: np.ndarray, centres: np.ndarray, grid: TargetGrid,
+                     sources: list[RasterSource]) -> list[dict[str, str]]:
+    where = "the raster" if len(sources) == 1 else f"any of the {len(sources)} rasters"
+    return [{"unit_id": uid, "reason": f"outside imagery: chip centre ({x:.1f}, {y:.1f}) in "
+             f"{grid.crs} misses {where}"} for uid, (x, y) in zip(ids, centres, strict=True)]
+
+
+def _finish(store: TileStore, ids: np.ndarray, skipped: list[dict[str, str]],
+            min_valid_fraction: float, sources: list[RasterSource], n_run: int,
+            n_total: int) -> IngestResult:
+    """Flag usable units, record band statistics, and list low-validity units."""
+    missing = np.flatnonzero(~store.done_chunks())
+    if missing.size:
+        raise RuntimeError(f"Chunks {missing[:5].tolist()} of '{store.path}' were not written.")
+    fractions = np.asarray(store.group["valid_fraction"][:])
     best = fractions.max(axis=1)
     usable = best >= min_valid_fraction
-    _write_unit_arrays(store, fractions, usable)
-    for uid, frac in zip(ids[keep][~usable], best[~usable], strict=True):
-        skipped.append({
-            "unit_id": uid,
-            "reason": f"too few valid pixels: {frac:.0%} of the chip has data "
-                      f"(min_valid_fraction={min_valid_fraction:g})",
-        })
-    store.finalize_stats()
+    flag = store.group.create_array("usable", shape=usable.shape, dtype=bool,
+                                    chunks=(max(len(usable), 1),), dimension_names=["unit"],
+                                    overwrite=True)
+    flag[:] = usable
+    for uid, frac in zip(ids[~usable], best[~usable], strict=True):
+        skipped.append({"unit_id": uid, "reason": f"too few valid pixels: {frac:.0%} of the "
+                        f"chip has data (min_valid_fraction={min_valid_fraction:g})"})
+    store.stats_from_partitions()
+    store.group.attrs["min_valid_fraction"] = min_valid_fraction
     consolidate(store)
-    log.info("Ingested %d units (%d usable, %d skipped)", keep.size, usable.sum(), len(skipped))
+    log.info("Ingested %d units (%d usable, %d skipped)", len(ids), usable.sum(), len(skipped))
     if not usable.any():
         raise NoUsableUnitsError(
             f"No unit has a chip with at least {min_valid_fraction:.0%} valid pixels in "
-            f"{[s.path for s in sources]}. Lower 'chips.min_valid_fraction' or check nodata."
+            f"{[s.path for s in sources][:5]}. Lower 'chips.min_valid_fraction' or check nodata."
         )
-    return IngestResult(Path(out), int(keep.size), int(usable.sum()),
-                        pd.DataFrame(skipped, columns=["unit_id", "reason"]))
-
-
-def _write_unit_arrays(store: TileStore, fractions: np.ndarray, usable: np.ndarray) -> None:
-    group = store.group
-    arr = group.create_array("valid_fraction", shape=fractions.shape, dtype="float32",
-                             chunks=fractions.shape, dimension_names=["unit", "time"],
-                             overwrite=True)
-    arr[:] = fractions.astype(np.float32)
-    flag = group.create_array("usable", shape=usable.shape, dtype=bool, chunks=usable.shape,
-                              dimension_names=["unit"], overwrite=True)
-    flag[:] = usable
+    return IngestResult(store.path, len(ids), int(usable.sum()),
+                        pd.DataFrame(skipped, columns=["unit_id", "reason"]), n_run, n_total)

@@ -161,32 +161,67 @@ class TileStore:
         self.chips[start:stop] = chips
         self.valid[start:stop] = valid
 
+    # -- partitions (resumable ingestion) -------------------------------------------------
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_units // self.units_per_chunk)
+
+    def write_partition_summary(self, index: int, start: int, fractions: np.ndarray,
+                                chips: np.ndarray, valid: np.ndarray) -> None:
+        """Record a finished chunk: valid fractions, band sums, then its ``done`` flag.
+
+        The flag is written last, so a chunk whose writer died is never taken as complete.
+        """
+        self.group["valid_fraction"][start:start + len(fractions)] = fractions.astype(np.float32)
+        self.group["band_sums"][index] = _band_sums(chips, valid)
+        self.group["done"][index] = True
+
+    def done_chunks(self) -> np.ndarray:
+        """Which chunks were completed; an unreadable flag counts as not done."""
+        flags = self.group["done"]
+        try:
+            return np.asarray(flags[:], dtype=bool)
+        except Exception:  # a flag file cut short by a kill: check one by one
+            out = np.zeros(flags.shape[0], dtype=bool)
+            for i in range(flags.shape[0]):
+                try:
+                    out[i] = bool(flags[i])
+                except Exception:
+                    out[i] = False
+            return out
+
+    def stats_from_partitions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Band mean and standard deviation over valid pixels, from the chunks' band sums."""
+        sums = np.asarray(self.group["band_sums"][:]).sum(axis=0)
+        return self._store_stats(sums)
+
+    def _store_stats(self, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        total, total_sq, count = sums
+        safe = np.maximum(count, 1.0)
+        mean = np.where(count > 0, total / safe, 0.0)
+        std = np.sqrt(np.maximum(total_sq / safe - mean**2, 0.0))
+        std[(std == 0) | (count == 0)] = 1.0
+        self.group.attrs.update({"band_mean": mean.tolist(), "band_std": std.tolist()})
+        return mean, std
+
     def finalize_stats(self, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Compute per-band mean and standard deviation over valid pixels in one streaming pass.
 
         Encoders normalise with these; float64 sums keep the pass exact enough for uint16
         reflectance over millions of pixels.
         """
-        n_bands = self.n_bands
-        total = np.zeros(n_bands)
-        total_sq = np.zeros(n_bands)
-        count = 0
+        sums = np.zeros((3, self.n_bands))
         for batch in self.iter_batches(batch_size):
-            mask = batch.valid[:, :, None, :, :]  # (B, T, 1, H, W)
-            pixels = batch.chips.astype(np.float64)
-            weights = np.broadcast_to(mask, pixels.shape)
-            total += np.where(weights, pixels, 0.0).sum(axis=(0, 1, 3, 4))
-            total_sq += np.where(weights, pixels**2, 0.0).sum(axis=(0, 1, 3, 4))
-            count += int(batch.valid.sum())
-        if count == 0:
-            mean = np.zeros(n_bands)
-            std = np.ones(n_bands)
-        else:
-            mean = total / count
-            std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-            std[std == 0] = 1.0
-        self.group.attrs.update({"band_mean": mean.tolist(), "band_std": std.tolist()})
-        return mean, std
+            sums += _band_sums(batch.chips, batch.valid)
+        return self._store_stats(sums)
+
+
+def _band_sums(chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-band sum, sum of squares and count of valid pixels, shape (3, C), in float64."""
+    mask = np.broadcast_to(valid[:, :, None], chips.shape)
+    pixels = np.where(mask, chips.astype(np.float64), 0.0)
+    return np.stack([pixels.sum(axis=(0, 1, 3, 4)), (pixels**2).sum(axis=(0, 1, 3, 4)),
+                     mask.sum(axis=(0, 1, 3, 4)).astype(np.float64)])
 
 
 def consolidate(store: TileStore) -> None:
@@ -208,7 +243,7 @@ def create_store(
     chip_size: int,
     dtype: str | np.dtype,
     crs: str,
-    pixel_size: float | tuple[float, float],
+    pixel_size: float | tuple[float, float] | None,
     dates: Sequence[str | None],
     centres: np.ndarray,
     sources: Sequence[dict[str, Any]] = (),
@@ -261,16 +296,30 @@ def create_store(
         dimension_names=["unit", "xy"],
     )
     xy[:] = np.asarray(centres, dtype=np.float64).reshape(n_units, 2)
-    px = pixel_size if isinstance(pixel_size, tuple) else (pixel_size, pixel_size)
+    group.create_array("valid_fraction", shape=(n_units, n_dates), chunks=(per_chunk, n_dates),
+                       dtype="float32", fill_value=0.0, dimension_names=["unit", "time"])
+    n_chunks = -(-n_units // per_chunk)
+    group.create_array("band_sums", shape=(n_chunks, 3, n_bands), chunks=(1, 3, n_bands),
+                       dtype="float64", fill_value=0.0,
+                       dimension_names=["chunk", "statistic", "band"])
+    group.create_array("done", shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False,
+                       dimension_names=["chunk"])
+    if pixel_size is None:
+        px = None
+    elif isinstance(pixel_size, (tuple, list)):
+        px = [float(pixel_size[0]), float(pixel_size[1])]
+    else:
+        px = [float(pixel_size), float(pixel_size)]
     group.attrs.update(
         {
             "crs": crs,
-            "pixel_size": [float(px[0]), float(px[1])],
+            "pixel_size": px,
             "chip_size": int(chip_size),
             "band_names": list(band_names),
             "dates": list(dates),
             "nodata": nodata,
             "sources": json.loads(json.dumps(list(sources), default=str)),
+            "layout": {"chips": CHIP_DIMS, "valid": VALID_DIMS, "units_per_chunk": per_chunk},
             "band_mean": None,
             "band_std": None,
             **(extra_attrs or {}),

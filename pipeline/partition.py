@@ -1,0 +1,122 @@
+"""One ingestion task: fill a whole chunk of the tile store with the chips of its units.
+
+A task gets plain facts (paths, windows on the target grid, how to reach each raster), opens
+its own rasters, mosaics every date from the files that cover each chip, writes its own
+region of the store, and only then raises its ``done`` flag: a task killed half-way leaves
+its flag down, so a rerun redoes exactly the unfinished chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from pipeline.chips import read_chip
+from pipeline.store import open_store
+from pipeline.target import SourceAccess, TargetGrid, vrt_transform
+
+__all__ = ["GDAL_ENV", "PartitionTask", "ingest_partition"]
+
+log = logging.getLogger(__name__)
+
+GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+@dataclass(frozen=True)
+class DateSource:
+    """A raster of one date as a task sees it: access plan, extent, scale and offset."""
+
+    access: SourceAccess
+    width: int  # dataset pixels (file for native reads, VRT for warped ones)
+    height: int
+    nodata: float | None
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """Everything one worker needs to fill chunk ``index`` (rows ``start .. start+B``)."""
+
+    store_path: str
+    index: int
+    start: int
+    windows: np.ndarray  # (B, 2) int: col_off, row_off of each chip on the target grid
+    chip_size: int
+    dates: tuple[tuple[DateSource, ...], ...]  # per date, its rasters in priority order
+    indexes: tuple[int, ...]
+    grid: TargetGrid
+    apply_scale_offset: bool
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
+def _open(source: DateSource, grid: TargetGrid, stack: contextlib.ExitStack):
+    dataset = stack.enter_context(rasterio.open(source.access.path))
+    if source.access.native:
+        return dataset
+    return stack.enter_context(WarpedVRT(
+        dataset, crs=grid.crs, transform=vrt_transform(source.access, grid),
+        width=source.width, height=source.height,
+        resampling=Resampling[source.access.resampling],
+        add_alpha=dataset.nodata is None,  # so the VRT still knows where the file ends
+    ))
+
+
+def _touching(task: PartitionTask, source: DateSource) -> np.ndarray:
+    """Rows of the task whose chip window overlaps the source's extent."""
+    cols = task.windows[:, 0] - source.access.col_offset
+    rows = task.windows[:, 1] - source.access.row_offset
+    size = task.chip_size
+    hit = (cols < source.width) & (cols + size > 0) & (rows < source.height) & (rows + size > 0)
+    return np.flatnonzero(hit)
+
+
+def _scaled(pixels: np.ndarray, valid: np.ndarray, source: DateSource,
+            indexes: tuple[int, ...]) -> np.ndarray:
+    scales = np.array([source.scales[i - 1] if source.scales else 1.0 for i in indexes])
+    offsets = np.array([source.offsets[i - 1] if source.offsets else 0.0 for i in indexes])
+    values = pixels * scales[:, None, None] + offsets[:, None, None]
+    return np.where(valid[None], values, 0.0).astype(np.float32)
+
+
+def ingest_partition(task: PartitionTask) -> np.ndarray:
+    """Read, mosaic and write every chip of one partition; return valid fractions (B, T)."""
+    store = open_store(task.store_path)
+    n, n_dates, size = len(task.windows), len(task.dates), task.chip_size
+    chips = np.zeros((n, n_dates, len(task.indexes), size, size), dtype=store.chips.dtype)
+    valid = np.zeros((n, n_dates, size, size), dtype=bool)
+    indexes = list(task.indexes)
+    with rasterio.Env(**GDAL_ENV):
+        for t, sources in enumerate(task.dates):
+            for source in sources:
+                rows = _touching(task, source)
+                if rows.size == 0:
+                    continue
+                with contextlib.ExitStack() as stack:
+                    dataset = _open(source, task.grid, stack)
+                    buffer = np.zeros((len(indexes), size, size), dtype=dataset.dtypes[0])
+                    for i in rows:
+                        if valid[i, t].all():
+                            continue  # an earlier file of this date already filled the chip
+                        window = Window(int(task.windows[i, 0]) - source.access.col_offset,
+                                        int(task.windows[i, 1]) - source.access.row_offset,
+                                        size, size)
+                        pixels, ok = read_chip(dataset, window, indexes=indexes, out=buffer)
+                        if task.apply_scale_offset:
+                            pixels = _scaled(pixels, ok, source, task.indexes)
+                        fill = ok & ~valid[i, t]
+                        chips[i, t][:, fill] = pixels[:, fill]
+                        valid[i, t] |= fill
+    store.write_units(task.start, chips, valid)
+    fractions = valid.mean(axis=(2, 3))
+    store.write_partition_summary(task.index, task.start, fractions, chips, valid)
+    return fractions
