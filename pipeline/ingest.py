@@ -23,6 +23,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 
 from pipeline.errors import ConfigError, NoUsableUnitsError
 from pipeline.imagery import (
@@ -65,8 +66,9 @@ def unit_centres(units: gpd.GeoDataFrame, crs: str, polygons: str = "centroid") 
     if polygons == "bounds":
         b = projected.bounds
         return np.column_stack([(b.minx + b.maxx).to_numpy() / 2, (b.miny + b.maxy).to_numpy() / 2])
-    points = projected.where(projected.geom_type == "Point", projected.centroid)
-    return np.column_stack([points.x.to_numpy(), points.y.to_numpy()])
+    # shapely directly: points are their own centroid, and geopandas would warn about
+    # centroids in geographic CRSs even when every geometry is a point.
+    return shapely.get_coordinates(shapely.centroid(projected.to_numpy()))
 
 
 def _chip_size_for_bounds(units: gpd.GeoDataFrame, grid: TargetGrid, chip_size: int) -> int:

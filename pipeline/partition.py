@@ -68,6 +68,10 @@ def _open(source: DateSource, grid: TargetGrid, stack: contextlib.ExitStack):
         width=source.width, height=source.height,
         resampling=Resampling[source.access.resampling],
         add_alpha=dataset.nodata is None,  # so the VRT still knows where the file ends
+        # A (near-)exact transformer makes every warped pixel independent of the VRT's extent
+        # and of the window read, so a chip never depends on which task cut it. rasterio
+        # refuses tolerance=0 together with an explicit transform, hence 1e-9 pixels.
+        tolerance=1e-9,
     ))
 
 
