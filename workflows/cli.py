@@ -125,6 +125,65 @@ def simulate(out: Path, **options: Any) -> None:
         click.echo(f"  {path}")
 
 
+def _parse_bands(values: tuple[str, ...]) -> list[int | str] | None:
+    bands: list[int | str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if item:
+                bands.append(int(item) if item.isdigit() else item)
+    return bands or None
+
+
+@cli.command()
+@click.option("--units", "units_path", type=click.Path(path_type=Path), required=True,
+              help="Units file: GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GeoParquet, CSV.")
+@click.option("--imagery", multiple=True, help="GeoTIFF/COG path or glob; repeat for more.")
+@click.option("--patches", type=click.Path(path_type=Path), default=None,
+              help="Pre-cut patches (.npz with 'keys' and 'images') instead of --imagery.")
+@click.option("--chip-size", type=int, default=32, show_default=True, help="Chip side, pixels.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Tile store to write.")
+@click.option("--resolution", type=float, default=None, help="Target pixel size (CRS units).")
+@click.option("--crs", default=None, help="Target CRS, e.g. EPSG:32636 (default: the first raster's).")
+@click.option("--bands", multiple=True, help="Band indexes or names, comma separated.")
+@click.option("--min-valid-fraction", type=float, default=0.5, show_default=True)
+@click.option("--id", "id_col", default="unit_id", show_default=True, help="Unit id column.")
+@click.option("--treatment", default="treatment", show_default=True)
+@click.option("--outcome", default="outcome", show_default=True)
+@click.option("--group", default=None, help="Group / image-key column.")
+@click.option("--lon", default="lon", show_default=True, help="Longitude column (tables).")
+@click.option("--lat", default="lat", show_default=True, help="Latitude column (tables).")
+@click.option("--units-crs", default=None, help="CRS of a table's coordinates (default EPSG:4326).")
+@click.option("--scheduler", default=None, help="'synchronous', 'local' or a scheduler address.")
+@click.option("--workers", type=int, default=None, help="Workers for a LocalCluster.")
+def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chip_size: int,
+           out: Path, resolution: float | None, crs: str | None, bands: tuple[str, ...],
+           min_valid_fraction: float, id_col: str, treatment: str, outcome: str,
+           group: str | None, lon: str, lat: str, units_crs: str | None,
+           scheduler: str | None, workers: int | None) -> None:
+    """Cut a chip around every unit into a Zarr tile store (resumes an interrupted run)."""
+    from workflows.config import config_from_dict
+    from workflows.runner import ingest_units
+
+    config = config_from_dict({
+        "units": {"path": str(units_path), "id": id_col, "treatment": treatment,
+                  "outcome": outcome, "group": group, "lon": lon, "lat": lat, "crs": units_crs},
+        "imagery": {"paths": list(imagery), "bands": _parse_bands(bands), "crs": crs,
+                    "resolution": resolution},
+        "patches": {"path": str(patches), "key_column": "group"} if patches else None,
+        "chips": {"size": chip_size, "min_valid_fraction": min_valid_fraction},
+        "compute": {"scheduler": scheduler, "workers": workers},
+    }, source="command line")
+    from workflows.cluster import partition_mapper
+
+    with partition_mapper(scheduler, workers, progress=sys.stderr.isatty()) as mapper:
+        units, result = ingest_units(config, out, mapper)
+    skipped_path = out.parent / "skipped_units.csv"
+    result.skipped.to_csv(skipped_path, index=False)
+    click.echo(f"{result.n_usable} of {len(units)} units have a usable chip in {out}")
+    click.echo(f"{len(result.skipped)} skipped, with reasons, in {skipped_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eocausal`` console script."""
     try:

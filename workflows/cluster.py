@@ -16,16 +16,74 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["partition_mapper"]
+__all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper"]
 
 log = logging.getLogger(__name__)
 
 Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterable[Any]]
 
+# Below this many tasks, starting worker processes (about 2-3 s) costs more than it saves.
+AUTO_MIN_TASKS = 16
 
-def _with_progress(results: Iterable[Any], total: int, desc: str, enabled: bool) -> list[Any]:
-    return list(tqdm(results, total=total, desc=desc, unit="task", disable=not enabled,
-                     leave=False))
+
+def _size(task: Any) -> int:
+    try:
+        return len(task)
+    except TypeError:
+        return 1
+
+
+class _Runner:
+    """Runs task lists in this process or on dask, starting a LocalCluster only when needed."""
+
+    def __init__(self, scheduler: str | None, workers: int | None, desc: str,
+                 progress: bool, stack: contextlib.ExitStack) -> None:
+        self.scheduler, self.workers, self.desc = scheduler, workers, desc
+        self.progress, self.stack = progress, stack
+        self.client: Any = None
+
+    def _bar(self, tasks: list[Any]) -> tqdm:
+        total = sum(_size(t) for t in tasks)
+        return tqdm(total=total, desc=self.desc, unit="chip", disable=not self.progress,
+                    leave=False)
+
+    def _dask_client(self) -> Any:
+        if self.client is None:
+            from dask.distributed import Client, LocalCluster
+
+            if self.scheduler in (None, "local"):
+                n_workers = self.workers or os.cpu_count() or 1
+                cluster = self.stack.enter_context(LocalCluster(
+                    n_workers=n_workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                ))
+                self.client = self.stack.enter_context(Client(cluster))
+            else:
+                self.client = self.stack.enter_context(Client(self.scheduler, timeout="30s"))
+            log.info("dask client: %s", self.client)
+        return self.client
+
+    def __call__(self, func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
+        in_process = self.scheduler == "synchronous" or (
+            self.scheduler is None and len(tasks) < AUTO_MIN_TASKS and self.client is None)
+        with self._bar(tasks) as bar:
+            if in_process:
+                results = []
+                for task in tasks:
+                    results.append(func(task))
+                    bar.update(_size(task))
+                return results
+            from dask.distributed import as_completed
+
+            client = self._dask_client()
+            futures = client.map(func, tasks, pure=False)
+            order = {f.key: i for i, f in enumerate(futures)}
+            results = [None] * len(futures)
+            for future in as_completed(futures):
+                index = order[future.key]
+                results[index] = future.result()
+                bar.update(_size(tasks[index]))
+            return results
 
 
 @contextlib.contextmanager
@@ -33,44 +91,20 @@ def partition_mapper(
     scheduler: str | None = None,
     workers: int | None = None,
     *,
-    desc: str = "tasks",
+    desc: str = "chips",
     progress: bool = True,
 ) -> Iterator[Mapper]:
-    """Yield ``map_partitions(func, tasks) -> results in task order``.
+    """Yield ``map_partitions(func, tasks) -> results in task order``, with a progress bar.
 
     Parameters
     ----------
     scheduler : str, optional
-        ``None`` or ``"synchronous"``: run in this process (no start-up cost; the default
-        for small runs). ``"local"``: start a LocalCluster with ``workers`` processes (default:
-        one per core). Anything else: the address of a running dask scheduler.
+        ``None`` (the embedded default): a LocalCluster sized to the machine, started the
+        first time a stage has at least ``AUTO_MIN_TASKS`` tasks and reused after; smaller
+        stages run in this process. ``"synchronous"``: always in this process. ``"local"``:
+        always a LocalCluster. Anything else: the address of a running dask scheduler.
     workers : int, optional
-        Worker processes for ``"local"``.
+        Worker processes of the LocalCluster (default: one per core).
     """
-    if scheduler in (None, "synchronous"):
-        yield lambda func, tasks: _with_progress(map(func, tasks), len(tasks), desc, progress)
-        return
-    from dask.distributed import Client, LocalCluster, as_completed
-
     with contextlib.ExitStack() as stack:
-        if scheduler == "local":
-            n_workers = workers or os.cpu_count() or 1
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
-            ))
-            client = stack.enter_context(Client(cluster))
-        else:
-            client = stack.enter_context(Client(scheduler, timeout="30s"))
-        log.info("dask client: %s", client)
-
-        def run(func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
-            futures = client.map(func, tasks, pure=False)
-            order = {f.key: i for i, f in enumerate(futures)}
-            results: list[Any] = [None] * len(futures)
-            for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
-                               unit="task", disable=not progress, leave=False):
-                results[order[future.key]] = future.result()
-            return results
-
-        yield run
+        yield _Runner(scheduler, workers, desc, progress, stack)

@@ -8,7 +8,7 @@ An unknown key fails with the list of valid keys, not somewhere deep inside a st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -37,10 +37,27 @@ class UnitsSection(_Section):
 class ImagerySection(_Section):
     paths: list[str] = Field(default_factory=list)
     bands: list[int | str] | None = None
+    crs: str | None = None
+    resolution: float | None = Field(None, gt=0)
+    resampling: str | None = None
+    dates: list[str] | None = None
+    apply_scale_offset: bool = True
+
+
+class PatchesSection(_Section):
+    """Pre-cut patches (.npz with image keys) instead of GeoTIFFs; units point at a key."""
+
+    path: Path
+    key_column: str = "group"
+    keys: str = "keys"
+    images: str = "images"
+    channels_last: bool = True
+    band_names: list[str] | None = None
 
 
 class ChipsSection(_Section):
-    size: int = Field(32, ge=4, le=1024)
+    size: int = Field(32, ge=1, le=4096)
+    polygons: Literal["centroid", "bounds"] = "centroid"
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
     units_per_chunk: int = Field(256, ge=1)
 
@@ -70,7 +87,7 @@ class MapSection(_Section):
 
 class ComputeSection(_Section):
     scheduler: str | None = Field(
-        None, description="'synchronous', 'local' (a LocalCluster) or a scheduler address"
+        None, description="None (auto), 'synchronous', 'local' (a LocalCluster) or an address"
     )
     workers: int | None = Field(None, ge=1)
 
@@ -83,6 +100,7 @@ class RunConfig(_Section):
     simulate: dict[str, Any] | None = None
     units: UnitsSection = Field(default_factory=UnitsSection)
     imagery: ImagerySection = Field(default_factory=ImagerySection)
+    patches: PatchesSection | None = None
     chips: ChipsSection = Field(default_factory=ChipsSection)
     encoder: EncoderSection = Field(default_factory=EncoderSection)
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
@@ -120,14 +138,17 @@ def _format_error(exc: ValidationError, source: str) -> str:
 
 
 def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section model at ``loc`` (unwrapping ``Section | None``), for listing valid keys."""
     model: type[BaseModel] = RunConfig
     for key in loc:
         field = model.model_fields.get(str(key))
-        if field is None or not isinstance(field.annotation, type):
-            return model if not loc else None
-        if not issubclass(field.annotation, BaseModel):
+        if field is None:
             return None
-        model = field.annotation
+        candidates = [field.annotation, *get_args(field.annotation)]
+        sections = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not sections:
+            return None
+        model = sections[0]
     return model
 
 
@@ -153,6 +174,8 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     config.units.path = resolve(config.units.path)
     config.imagery.paths = [str(resolve(p)) for p in config.imagery.paths]
     config.encoder.weights = resolve(config.encoder.weights)
+    if config.patches is not None:
+        config.patches.path = resolve(config.patches.path)
     config.truth = resolve(config.truth)
     return config
 

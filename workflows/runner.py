@@ -25,16 +25,17 @@ from models.features import encode_store, prepare_encoder, read_features, write_
 from pipeline.errors import ConfigError
 from pipeline.grid import region_grid
 from pipeline.imagery import describe_raster, expand_imagery
-from pipeline.ingest import ingest
+from pipeline.ingest import IngestResult, ingest
+from pipeline.patches import ingest_patches
 from pipeline.simulate import simulate
 from pipeline.store import open_store
 from pipeline.units import UnitColumns, read_units
-from workflows.cluster import partition_mapper
+from workflows.cluster import Mapper, partition_mapper
 from workflows.config import RunConfig
 from workflows.manifest import Manifest
 from workflows.maps import is_cog, plot_surface, write_cog
 
-__all__ = ["RunResult", "run_config"]
+__all__ = ["RunResult", "ingest_units", "run_config"]
 
 log = logging.getLogger(__name__)
 
@@ -83,25 +84,41 @@ def _simulate_stage(config: RunConfig, run_dir: Path, manifest: Manifest, echo: 
     echo(f"simulated a world: {len(config.imagery.paths)} scene(s), units in {world.units_path}")
 
 
-def _ingest_stage(config: RunConfig, run_dir: Path, manifest: Manifest, echo: Echo,
-                  progress: bool) -> gpd.GeoDataFrame:
+def ingest_units(config: RunConfig, store_path: Path, mapper: Mapper | None = None
+                 ) -> tuple[gpd.GeoDataFrame, IngestResult]:
+    """Read the config's units and cut their chips (or look up their patches) into a store."""
     if config.units.path is None:
         raise ConfigError("The config names no units file: set 'units.path' (or 'simulate').")
+    units = read_units(config.units.path, _columns(config))
+    if config.patches is not None:
+        p = config.patches
+        return units, ingest_patches(units, p.path, store_path, key_column=p.key_column,
+                                     keys=p.keys, images=p.images,
+                                     channels_last=p.channels_last, band_names=p.band_names,
+                                     units_per_chunk=config.chips.units_per_chunk)
     if not config.imagery.paths:
-        raise ConfigError("The config names no imagery: set 'imagery.paths' (or 'simulate').")
+        raise ConfigError("The config names no imagery: set 'imagery.paths', 'patches' or "
+                          "'simulate'.")
+    img, chips = config.imagery, config.chips
+    result = ingest(units, img.paths, store_path, chip_size=chips.size, bands=img.bands,
+                    min_valid_fraction=chips.min_valid_fraction,
+                    units_per_chunk=chips.units_per_chunk, crs=img.crs,
+                    resolution=img.resolution, resampling=img.resampling, dates=img.dates,
+                    polygons=chips.polygons, apply_scale_offset=img.apply_scale_offset,
+                    map_partitions=mapper)
+    return units, result
+
+
+def _ingest_stage(config: RunConfig, run_dir: Path, manifest: Manifest, echo: Echo,
+                  mapper: Mapper) -> gpd.GeoDataFrame:
     with manifest.stage("ingest") as out:
-        units = read_units(config.units.path, _columns(config))
+        units, result = ingest_units(config, run_dir / "tiles.zarr", mapper)
         manifest.inputs["units"] = str(config.units.path)
-        with partition_mapper(config.compute.scheduler, config.compute.workers,
-                              desc="ingest", progress=progress) as mapper:
-            result = ingest(units, config.imagery.paths, run_dir / "tiles.zarr",
-                            chip_size=config.chips.size, bands=config.imagery.bands,
-                            min_valid_fraction=config.chips.min_valid_fraction,
-                            units_per_chunk=config.chips.units_per_chunk, map_partitions=mapper)
         result.skipped.to_csv(run_dir / "skipped_units.csv", index=False)
         manifest.inputs["imagery"] = open_store(result.store_path).attrs["sources"]
         out.update(store=str(result.store_path), n_units=len(units), n_usable=result.n_usable,
-                   n_skipped=len(result.skipped), skipped=str(run_dir / "skipped_units.csv"))
+                   n_skipped=len(result.skipped), skipped=str(run_dir / "skipped_units.csv"),
+                   chunks_written=result.n_tasks_run, chunks_total=result.n_tasks_total)
     echo(f"ingested {result.n_usable} of {len(units)} units into {result.store_path} "
          f"({len(result.skipped)} skipped, listed in skipped_units.csv)")
     return units
@@ -165,18 +182,19 @@ def _estimate_stage(config: RunConfig, units: gpd.GeoDataFrame, run_dir: Path,
 
 
 def _map_stage(config: RunConfig, run_dir: Path, manifest: Manifest, encoder: Any,
-               effects: gpd.GeoDataFrame, echo: Echo, progress: bool) -> dict[str, Any]:
+               effects: gpd.GeoDataFrame, echo: Echo, progress: bool,
+               mapper: Mapper) -> dict[str, Any]:
     maps = run_dir / "maps"
     with manifest.stage("map") as out:
         source = describe_raster(expand_imagery(config.imagery.paths)[0], checksum=False)
         size = config.chips.size
         grid = region_grid(source, stride=config.map.stride or max(1, size // 2), margin=size // 2)
-        with partition_mapper(config.compute.scheduler, config.compute.workers,
-                              desc="map grid", progress=progress) as mapper:
-            result = ingest(grid.units, config.imagery.paths, maps / "grid_tiles.zarr",
-                            chip_size=size, bands=config.imagery.bands,
-                            min_valid_fraction=config.chips.min_valid_fraction,
-                            units_per_chunk=config.chips.units_per_chunk, map_partitions=mapper)
+        img = config.imagery
+        result = ingest(grid.units, img.paths, maps / "grid_tiles.zarr", chip_size=size,
+                        bands=img.bands, min_valid_fraction=config.chips.min_valid_fraction,
+                        units_per_chunk=config.chips.units_per_chunk, crs=img.crs,
+                        resolution=img.resolution, resampling=img.resampling, dates=img.dates,
+                        apply_scale_offset=img.apply_scale_offset, map_partitions=mapper)
         study = open_store(run_dir / "tiles.zarr")
         update, close = _progress_bar("encode grid", progress)
         try:
@@ -271,11 +289,16 @@ def run_config(config: RunConfig, run_dir: str | Path, *, echo: Echo | None = No
     if config.simulate is not None:
         _simulate_stage(config, run_dir, manifest, echo)
         manifest.config = config.model_dump(mode="json")
-    units = _ingest_stage(config, run_dir, manifest, echo, progress)
-    encoder = _encode_stage(config, run_dir, manifest, echo, progress)
-    estimates, effects = _estimate_stage(config, units, run_dir, manifest, echo)
-    map_eval = (_map_stage(config, run_dir, manifest, encoder, effects, echo, progress)
-                if config.map.enabled else None)
+    with partition_mapper(config.compute.scheduler, config.compute.workers,
+                          progress=progress) as mapper:
+        units = _ingest_stage(config, run_dir, manifest, echo, mapper)
+        encoder = _encode_stage(config, run_dir, manifest, echo, progress)
+        estimates, effects = _estimate_stage(config, units, run_dir, manifest, echo)
+        if config.map.enabled and config.patches is not None:
+            echo("no map: pre-cut patches carry no georeferenced scene to predict over")
+        map_eval = (_map_stage(config, run_dir, manifest, encoder, effects, echo, progress,
+                               mapper)
+                    if config.map.enabled and config.patches is None else None)
     n_skipped = len(pd.read_csv(run_dir / "skipped_units.csv"))
     summary = {
         **estimates.summary(),

@@ -93,3 +93,34 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: Config file")
+
+
+def test_ingest_command_writes_store_and_skipped_list(tmp_path, world, capsys):
+    out = tmp_path / "store" / "tiles.zarr"
+    assert main(["ingest", "--units", str(world / "units.gpkg"), "--imagery",
+                 str(world / "scene_*.tif"), "--chip-size", "16", "--out", str(out),
+                 "--bands", "B04,B03", "--scheduler", "synchronous"]) == 0
+    printed = capsys.readouterr().out
+    assert "60 of 60 units have a usable chip" in printed
+    from pipeline.store import open_store
+
+    assert open_store(out).band_names == ["B04", "B03"]
+    assert (tmp_path / "store" / "skipped_units.csv").exists()
+
+
+def test_ingest_command_on_a_local_cluster_matches_in_process(tmp_path, world):
+    args = ["ingest", "--units", str(world / "units.gpkg"), "--imagery",
+            str(world / "scene_*.tif"), "--chip-size", "16"]
+    assert main([*args, "--out", str(tmp_path / "a.zarr"), "--scheduler", "synchronous"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.zarr"), "--scheduler", "local",
+                 "--workers", "2"]) == 0
+    from pipeline.store import open_store
+
+    a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
+    assert (a.chips[:] == b.chips[:]).all() and (a.unit_ids == b.unit_ids).all()
+
+
+def test_ingest_command_bad_band(tmp_path, world, capsys):
+    _fails_with(["ingest", "--units", str(world / "units.gpkg"), "--imagery",
+                 str(world / "scene_*.tif"), "--out", str(tmp_path / "x.zarr"),
+                 "--bands", "B99"], capsys, "Band 'B99' is not in", "B04")
