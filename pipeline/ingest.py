@@ -5,8 +5,8 @@ a truncated file or a missing CRS, before anything is written), choose the targe
 place each unit's chip window on it, list units outside all imagery, sort the rest along a
 Hilbert curve and cut them into chunk-sized :class:`~pipeline.partition.PartitionTask`\\ s.
 The tasks run through ``map_partitions`` (a plain loop, or dask from ``workflows``). A
-rerun with the same inputs reopens the store and runs only the chunks whose ``done`` flag
-is down, so a killed ingestion resumes where it stopped.
+rerun with the same inputs reopens the store and runs only the chunks whose done marker
+is missing, so a killed ingestion resumes where it stopped.
 """
 
 from __future__ import annotations

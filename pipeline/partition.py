@@ -2,8 +2,8 @@
 
 A task gets plain facts (paths, windows on the target grid, how to reach each raster), opens
 its own rasters, mosaics every date from the files that cover each chip, writes its own
-region of the store, and only then raises its ``done`` flag: a task killed half-way leaves
-its flag down, so a rerun redoes exactly the unfinished chunks.
+region of the store, and only then writes its done marker: a task killed half-way leaves
+its marker unset, so a rerun redoes exactly the unfinished chunks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -92,6 +92,30 @@ def _scaled(pixels: np.ndarray, valid: np.ndarray, source: DateSource,
     return np.where(valid[None], values, 0.0).astype(np.float32)
 
 
+def _read_inside(task: PartitionTask, source: DateSource, dataset, rows: np.ndarray, t: int,
+                 chips: np.ndarray, valid: np.ndarray) -> bool:
+    """Fast path, the bare rasterio loop: windows fully inside a maskless native file.
+
+    Returns False (and reads nothing) unless every chip of ``rows`` qualifies and none was
+    filled before, in which case the general mosaic loop takes over.
+    """
+    if (not source.access.native or task.apply_scale_offset or source.nodata is not None
+            or any(MaskFlags.all_valid not in f for f in dataset.mask_flag_enums)
+            or valid[rows, t].any()):
+        return False
+    cols = task.windows[rows, 0] - source.access.col_offset
+    offs = task.windows[rows, 1] - source.access.row_offset
+    size = task.chip_size
+    if (cols.min() < 0 or offs.min() < 0 or cols.max() + size > source.width
+            or offs.max() + size > source.height):
+        return False
+    indexes = list(task.indexes)
+    for i, col, row in zip(rows, cols, offs, strict=True):
+        dataset.read(indexes, window=Window(int(col), int(row), size, size), out=chips[i, t])
+    valid[rows, t] = True
+    return True
+
+
 def ingest_partition(task: PartitionTask) -> np.ndarray:
     """Read, mosaic and write every chip of one partition; return valid fractions (B, T)."""
     store = open_store(task.store_path)
@@ -107,6 +131,8 @@ def ingest_partition(task: PartitionTask) -> np.ndarray:
                     continue
                 with contextlib.ExitStack() as stack:
                     dataset = _open(source, task.grid, stack)
+                    if _read_inside(task, source, dataset, rows, t, chips, valid):
+                        continue
                     buffer = np.zeros((len(indexes), size, size), dtype=dataset.dtypes[0])
                     for i in rows:
                         if valid[i, t].all():

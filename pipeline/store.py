@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 from pipeline.errors import InputFileError
 
@@ -27,6 +28,12 @@ __all__ = ["ChipBatch", "TileStore", "consolidate", "create_store", "open_store"
 log = logging.getLogger(__name__)
 
 CHIP_DIMS = ["unit", "time", "band", "y", "x"]
+# LZ4 with bit-shuffling writes imagery about 3x faster than zarr's default zstd for a ~10%
+# larger store; ingestion is write-bound once the rasters are in the page cache.
+CHIP_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+# Writers always fill whole chunks, so zarr's scan for all-fill-value chunks (a full extra
+# pass over every chunk) only costs time.
+WRITE_CONFIG = {"write_empty_chunks": True}
 VALID_DIMS = ["unit", "time", "y", "x"]
 
 
@@ -158,8 +165,9 @@ class TileStore:
     def write_units(self, start: int, chips: np.ndarray, valid: np.ndarray) -> None:
         """Write rows ``[start, start + len(chips))``; callers own disjoint chunk regions."""
         stop = start + chips.shape[0]
-        self.chips[start:stop] = chips
-        self.valid[start:stop] = valid
+        with zarr.config.set({"array.write_empty_chunks": True}):  # see WRITE_CONFIG
+            self.chips[start:stop] = chips
+            self.valid[start:stop] = valid
 
     # -- partitions (resumable ingestion) -------------------------------------------------
     @property
@@ -170,29 +178,31 @@ class TileStore:
                                 chips: np.ndarray, valid: np.ndarray) -> None:
         """Record a finished chunk: valid fractions, band sums, then its ``done`` flag.
 
-        The flag is written last, so a chunk whose writer died is never taken as complete.
+        The marker is written last, so a chunk whose writer died is never taken as complete.
         """
         self.group["valid_fraction"][start:start + len(fractions)] = fractions.astype(np.float32)
-        self.group["band_sums"][index] = _band_sums(chips, valid)
-        self.group["done"][index] = True
+        # One write holds the band sums and the done marker (row 3), so they land together.
+        summary = np.ones((4, chips.shape[2]))
+        summary[:3] = _band_sums(chips, valid)
+        self.group["partition_stats"][index] = summary
 
     def done_chunks(self) -> np.ndarray:
         """Which chunks were completed; an unreadable flag counts as not done."""
-        flags = self.group["done"]
+        stats = self.group["partition_stats"]
         try:
-            return np.asarray(flags[:], dtype=bool)
-        except Exception:  # a flag file cut short by a kill: check one by one
-            out = np.zeros(flags.shape[0], dtype=bool)
-            for i in range(flags.shape[0]):
+            return np.asarray(stats[:, 3, 0]) == 1.0
+        except Exception:  # a chunk file cut short by a kill: check one by one
+            out = np.zeros(stats.shape[0], dtype=bool)
+            for i in range(stats.shape[0]):
                 try:
-                    out[i] = bool(flags[i])
+                    out[i] = float(stats[i, 3, 0]) == 1.0
                 except Exception:
                     out[i] = False
             return out
 
     def stats_from_partitions(self) -> tuple[np.ndarray, np.ndarray]:
         """Band mean and standard deviation over valid pixels, from the chunks' band sums."""
-        sums = np.asarray(self.group["band_sums"][:]).sum(axis=0)
+        sums = np.asarray(self.group["partition_stats"][:, :3]).sum(axis=0)
         return self._store_stats(sums)
 
     def _store_stats(self, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,12 +226,23 @@ class TileStore:
         return self._store_stats(sums)
 
 
+STATS_STRIDE = 4  # band statistics sample every 4th pixel along y and x
+
+
 def _band_sums(chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per-band sum, sum of squares and count of valid pixels, shape (3, C), in float64."""
-    mask = np.broadcast_to(valid[:, :, None], chips.shape)
-    pixels = np.where(mask, chips.astype(np.float64), 0.0)
-    return np.stack([pixels.sum(axis=(0, 1, 3, 4)), (pixels**2).sum(axis=(0, 1, 3, 4)),
-                     mask.sum(axis=(0, 1, 3, 4)).astype(np.float64)])
+    """Per-band sum, sum of squares and count of valid pixels, shape (3, C), in float64.
+
+    Pixels are sampled on a regular 1-in-``STATS_STRIDE`` grid along y and x: the mean and
+    standard deviation that encoders normalise with do not need every pixel, and the full
+    pass cost as much as reading the chips.
+    """
+    sample = chips[..., ::STATS_STRIDE, ::STATS_STRIDE].astype(np.float64)
+    mask = valid[:, :, None, ::STATS_STRIDE, ::STATS_STRIDE]
+    if not mask.all():
+        sample = sample * mask
+    counts = np.broadcast_to(mask, sample.shape).sum(axis=(0, 1, 3, 4)).astype(np.float64)
+    return np.stack([sample.sum(axis=(0, 1, 3, 4)),
+                     np.einsum("ntchw,ntchw->c", sample, sample), counts])
 
 
 def consolidate(store: TileStore) -> None:
@@ -276,6 +297,8 @@ def create_store(
         chunks=(per_chunk, n_dates, n_bands, chip_size, chip_size),
         dtype=np.dtype(dtype),
         fill_value=0,
+        compressors=CHIP_CODEC,
+        config=WRITE_CONFIG,
         dimension_names=CHIP_DIMS,
     )
     group.create_array(
@@ -284,6 +307,8 @@ def create_store(
         chunks=(per_chunk, n_dates, chip_size, chip_size),
         dtype=bool,
         fill_value=False,
+        compressors=CHIP_CODEC,
+        config=WRITE_CONFIG,
         dimension_names=VALID_DIMS,
     )
     ids = group.create_array(
@@ -299,11 +324,10 @@ def create_store(
     group.create_array("valid_fraction", shape=(n_units, n_dates), chunks=(per_chunk, n_dates),
                        dtype="float32", fill_value=0.0, dimension_names=["unit", "time"])
     n_chunks = -(-n_units // per_chunk)
-    group.create_array("band_sums", shape=(n_chunks, 3, n_bands), chunks=(1, 3, n_bands),
+    # Per chunk: band sum, sum of squares, valid count, and a done marker (all ones).
+    group.create_array("partition_stats", shape=(n_chunks, 4, n_bands), chunks=(1, 4, n_bands),
                        dtype="float64", fill_value=0.0,
                        dimension_names=["chunk", "statistic", "band"])
-    group.create_array("done", shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False,
-                       dimension_names=["chunk"])
     if pixel_size is None:
         px = None
     elif isinstance(pixel_size, (tuple, list)):

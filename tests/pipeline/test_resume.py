@@ -70,7 +70,7 @@ def test_kill_minus_nine_then_resume_equals_an_uninterrupted_run(tmp_path, units
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(script), str(units_file), str(killed),
                              str(SENTINEL2)], env=env)
-    done_dir = killed / "done" / "c"
+    done_dir = killed / "partition_stats" / "c"
     deadline = time.time() + 120
     while time.time() < deadline and (not done_dir.exists() or len(os.listdir(done_dir)) < 5):
         time.sleep(0.02)
