@@ -34,6 +34,7 @@ from workflows.cluster import Mapper, partition_mapper
 from workflows.config import RunConfig
 from workflows.manifest import Manifest
 from workflows.maps import is_cog, plot_surface, write_cog
+from workflows.report import write_report
 
 __all__ = ["RunResult", "ingest_units", "run_config"]
 
@@ -310,10 +311,11 @@ def run_config(config: RunConfig, run_dir: str | Path, *, echo: Echo | None = No
         "timings_seconds": manifest.timings(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_report(run_dir)
     manifest.write()
     outputs = {name: run_dir / name for name in
                ("manifest.json", "tiles.zarr", "skipped_units.csv", "features.parquet",
-                "effects.gpkg", "estimator.joblib", "summary.json")}
+                "effects.gpkg", "estimator.joblib", "summary.json", "report.html")}
     if map_eval is not None:
         outputs.update({"maps/cate.tif": run_dir / "maps" / "cate.tif",
                         "maps/cate.png": run_dir / "maps" / "cate.png"})

@@ -93,3 +93,12 @@ def test_manifest_records_stages_inputs_and_versions(small_run):
     assert manifest["seeds"]["run"] == 0 and "torch" in manifest["versions"]
     assert all(len(s["sha256"]) == 64 for s in manifest["inputs"]["imagery"])
     assert manifest["config"]["encoder"]["name"] == "rcf"
+
+
+def test_report_is_one_self_contained_page(small_run):
+    out, _ = small_run
+    page = (out / "report.html").read_text()
+    assert "Average treatment effect" in page and "Against the simulated truth" in page
+    assert page.count("data:image/png;base64,") >= 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"{summary['ate']:.4g}" in page
