@@ -5,8 +5,9 @@ with the name, the options and any weight checksum) so that ``features.parquet``
 exactly how its columns were made. Users add their own with :func:`register_encoder`.
 
 Built in: ``resnet18``, ``resnet34``, ``resnet50`` (torchvision, random init or a local
-state-dict file; never downloaded) and ``rcf`` (MOSAIKS random convolutional features, see
-:mod:`models.rcf`).
+state-dict file; never downloaded), ``rcf`` (MOSAIKS random convolutional features, see
+:mod:`models.rcf`) and ``sequence`` (any of these per date, then temporal aggregation, see
+:mod:`models.sequence`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from models.rcf import RCF
+from models.sequence import SequenceEncoder
 from pipeline.errors import EncoderError, InputFileError
 from pipeline.imagery import file_sha256
 
@@ -89,8 +92,10 @@ def build_encoder(name: str, in_channels: int, **options: Any) -> nn.Module:
     in_channels : int
         Number of bands C of the chips it will see.
     **options
-        Passed to the factory (for ``resnet18``: ``seed``, ``weights``, ``rgb_bands``; for
-        ``rcf``: ``n_features``, ``kernel_size``, ``bias``, ``seed``, ``mode``).
+        Passed to the factory (for ``resnet18``: ``seed``, ``weights``, ``rgb_bands``,
+        ``min_size``; for ``rcf``: ``n_features``, ``kernel_size``, ``bias``, ``seed``,
+        ``mode``; for ``sequence``: ``base``, ``aggregate``, ``n_dates``,
+        ``min_valid_fraction``, ``attention_dim``, ``seed`` and any option of the base).
 
     Returns
     -------
@@ -198,6 +203,11 @@ class ResNetEncoder(nn.Module):
         :func:`adapt_first_conv`; a C-band one is loaded as is.
     rgb_bands : tuple of 3 int or None, default=None
         Bands that take the red, green, blue filters of a 3-band weights file.
+    min_size : int or None, default=None
+        Chips smaller than this (either side) are resized bilinearly to at least
+        ``min_size`` px inside ``forward``, keeping their aspect ratio. ResNets divide the
+        input by 32, so a 16 px chip leaves layer4 a single pixel; weights trained on
+        224 px images may want ``min_size=64`` or more. None (default) never resizes.
 
     Notes
     -----
@@ -214,8 +224,13 @@ class ResNetEncoder(nn.Module):
         seed: int | None = 0,
         weights: str | Path | None = None,
         rgb_bands: Sequence[int] | None = None,
+        min_size: int | None = None,
     ) -> None:
         super().__init__()
+        if min_size is not None and (
+            isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1
+        ):
+            raise EncoderError(f"min_size must be a positive int or None. Got {min_size!r}.")
         if weights is None and rgb_bands is not None:
             raise EncoderError(
                 "rgb_bands only applies to a weights file with a 3-band first convolution; "
@@ -233,6 +248,7 @@ class ResNetEncoder(nn.Module):
         if weights is not None:
             sha = _load_resnet_weights(net, Path(weights), arch, in_channels, rgb_bands)
         self.net = net.eval()
+        self.min_size = min_size
         self.n_features = n_features
         self.settings: dict[str, Any] = {
             "name": arch,
@@ -242,13 +258,18 @@ class ResNetEncoder(nn.Module):
                 "seed": seed,
                 "weights": None if weights is None else str(weights),
                 "rgb_bands": None if rgb_bands is None else [int(b) for b in rgb_bands],
+                "min_size": min_size,
             },
         }
         if sha is not None:
             self.settings["weights_sha256"] = sha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled ResNet embedding of shape (B, n_features)."""
+        """Pooled ResNet embedding of shape (B, n_features), resizing small chips if asked."""
+        if self.min_size is not None and min(x.shape[-2:]) < self.min_size:
+            scale = self.min_size / min(x.shape[-2:])
+            size = tuple(max(self.min_size, round(s * scale)) for s in x.shape[-2:])
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return self.net(x)
 
 
@@ -339,8 +360,11 @@ def _make_resnet_factory(arch: str) -> EncoderFactory:
         seed: int | None = 0,
         weights: str | Path | None = None,
         rgb_bands: Sequence[int] | None = None,
+        min_size: int | None = None,
     ) -> nn.Module:
-        return ResNetEncoder(arch, in_channels, seed=seed, weights=weights, rgb_bands=rgb_bands)
+        return ResNetEncoder(
+            arch, in_channels, seed=seed, weights=weights, rgb_bands=rgb_bands, min_size=min_size
+        )
 
     factory.__doc__ = f"torchvision {arch} without its classifier; see :class:`ResNetEncoder`."
     return factory
@@ -370,4 +394,35 @@ def _rcf_factory(
         seed=seed,
         mode=mode,
         zca_bias=zca_bias,
+    )
+
+
+@register_encoder("sequence")
+def _sequence_factory(
+    in_channels: int,
+    *,
+    base: str = "resnet18",
+    aggregate: str = "mean",
+    n_dates: int | None = None,
+    min_valid_fraction: float = 0.0,
+    attention_dim: int = 64,
+    seed: int | None = 0,
+    **base_options: Any,
+) -> nn.Module:
+    """A per-date ``base`` encoder, then temporal aggregation; see :class:`SequenceEncoder`.
+
+    Options the sequence does not know (``n_features``, ``weights``, ``mode``...) go to the
+    base encoder, which checks them; ``seed`` seeds both the base and the attention pooling.
+    """
+    if base == "sequence":
+        raise EncoderError("A sequence encoder's base must be an image encoder, not 'sequence'.")
+    if base in _REGISTRY and (factory_options(base) is None or "seed" in factory_options(base)):
+        base_options = {**base_options, "seed": seed}
+    return SequenceEncoder(
+        build_encoder(base, in_channels, **base_options),
+        aggregate=aggregate,
+        n_dates=n_dates,
+        min_valid_fraction=min_valid_fraction,
+        attention_dim=attention_dim,
+        seed=seed,
     )

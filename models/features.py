@@ -1,85 +1,76 @@
 """The feature stage: chips from the tile store -> one row of encoder features per unit.
 
-:func:`encode_chips` works on arrays (notebooks, tests); :func:`encode_store` streams a tile
-store batch by batch so memory stays flat with the number of units; :func:`write_features`
-and :func:`read_features` keep the encoder's settings in the parquet file itself, so a
-``features.parquet`` always says how it was made.
+:func:`encode_chips` and :func:`encode_sequences` work on arrays (notebooks, tests);
+:func:`encode_store` streams a tile store through a torch DataLoader (workers read and
+normalise whole chunks while the model runs) so memory stays flat with the number of units;
+:func:`write_features` and :func:`read_features` keep the encoder's settings in the parquet
+file itself, so a ``features.parquet`` always says how it was made. Parallel encoding of
+large stores on dask workers is in :mod:`models.parts`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from models.encoders import build_encoder, factory_options, list_encoders
+from models.featureio import feature_columns, read_features, write_features
+from models.loader import StoreBatches, normalize_chips, store_loader
 from models.rcf import RCF
-from pipeline.errors import EncoderError, InputFileError
+from models.sequence import SequenceEncoder, date_mask
+from pipeline.errors import EncoderError, NoUsableUnitsError
 from pipeline.store import TileStore, open_store
 
 __all__ = [
     "encode_chips",
+    "encode_range",
+    "encode_sequences",
     "encode_store",
     "feature_columns",
+    "feature_metadata",
+    "log_date_use",
+    "normalize_chips",
     "prepare_encoder",
     "read_features",
+    "resolve_device",
     "write_features",
 ]
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = b"eocausal"
 FIT_BUDGET_BYTES = 256 * 2**20  # float32 chips read to fit empirical rcf filters
 FIT_MAX_UNITS = 1024
 
 
-def feature_columns(n_features: int) -> list[str]:
-    """Column names ``f0000 .. f{D-1}``, zero-padded so they sort in order."""
-    width = max(4, len(str(n_features - 1)))
-    return [f"f{i:0{width}d}" for i in range(n_features)]
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as torch understands it."""
+    """``"auto"`` -> CUDA when available, else CPU; anything else as torch understands it.
+
+    Raises
+    ------
+    EncoderError
+        If a CUDA device is asked for where none is visible, or the name is not a device.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def normalize_chips(
-    chips: np.ndarray,
-    mean: np.ndarray | None = None,
-    std: np.ndarray | None = None,
-    valid: np.ndarray | None = None,
-) -> np.ndarray:
-    """Per-band ``(x - mean) / std`` as float32; invalid or non-finite pixels become 0.
-
-    Zero is the band mean after standardisation, so missing pixels add no signal. A band
-    whose ``std`` is 0 is divided by 1 instead.
-    """
-    out = np.asarray(chips, dtype=np.float32)
-    n_bands = out.shape[1]
-    if mean is not None:
-        out = out - np.asarray(mean, dtype=np.float32).reshape(1, n_bands, 1, 1)
-    if std is not None:
-        scale = np.asarray(std, dtype=np.float32).reshape(1, n_bands, 1, 1)
-        out = out / np.where(scale == 0, np.float32(1), scale)
-    if out is chips:
-        out = out.copy()
-    if valid is not None:
-        out[~np.broadcast_to(valid[:, None].astype(bool), out.shape)] = 0.0
-    out[~np.isfinite(out)] = 0.0
-    return out
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EncoderError(
+            f"Unknown device {device!r}. Use 'auto', 'cpu' or 'cuda'."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(
+            f"Device {device!r} was asked for but no CUDA GPU is visible to torch. "
+            "Use device 'auto' or 'cpu'."
+        )
+    return resolved
 
 
 def encode_chips(
@@ -128,31 +119,109 @@ def encode_chips(
             raise EncoderError(f"{name} has {np.size(stat)} values for {n_bands} bands.")
     if valid is not None and np.shape(valid) != (n, *chips.shape[2:]):
         raise EncoderError(f"valid must have shape {(n, *chips.shape[2:])}. Got {np.shape(valid)}.")
-    expected = getattr(encoder, "settings", {}).get("options", {}).get("in_channels")
-    if expected is not None and expected != n_bands:
+    _check_bands(encoder, n_bands, "the chips")
+    _check_batch_size(batch_size)
+    if isinstance(encoder, SequenceEncoder):
         raise EncoderError(
-            f"The encoder was built for {expected} bands but the chips have {n_bands}. "
-            f"Build it with in_channels={n_bands}."
+            "A sequence encoder needs chips of shape (N, T, C, H, W): use encode_sequences."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise EncoderError(f"batch_size must be a positive int. Got {batch_size!r} instead.")
-    n_features = int(encoder.n_features)
     torch_device = resolve_device(device)
     encoder = encoder.to(torch_device).eval()
-    out = np.empty((n, n_features), dtype=np.float32)
+    out = np.empty((n, int(encoder.n_features)), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             mask = None if valid is None else np.asarray(valid[start:stop])
-            x = normalize_chips(chips[start:stop], mean, std, mask)
-            y = encoder(torch.from_numpy(x).to(torch_device))
-            if tuple(y.shape) != (stop - start, n_features):
-                raise EncoderError(
-                    f"Encoder output has shape {tuple(y.shape)}, expected "
-                    f"{(stop - start, n_features)}."
-                )
-            out[start:stop] = y.float().cpu().numpy()
+            x = torch.from_numpy(normalize_chips(chips[start:stop], mean, std, mask))
+            out[start:stop] = _forward(encoder, x, None, torch_device)
     return out
+
+
+def encode_sequences(
+    chips: np.ndarray,
+    encoder: SequenceEncoder,
+    *,
+    valid: np.ndarray | None = None,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Encode image sequences in batches with a :class:`~models.sequence.SequenceEncoder`.
+
+    Dates without a valid pixel (or below the encoder's ``min_valid_fraction``) are left
+    out of the aggregation; see :mod:`models.sequence`.
+
+    Parameters
+    ----------
+    chips : ndarray of shape (N, T, C, H, W)
+    encoder : SequenceEncoder
+    valid : ndarray of shape (N, T, H, W) of bool, optional
+        Pixel masks; None treats every pixel and date as valid.
+    mean, std : ndarray of shape (C,), optional
+    batch_size : int, default=256
+        Units (not dates) per forward pass.
+    device : str, default="auto"
+
+    Returns
+    -------
+    features : ndarray of shape (N, encoder.n_features), float32
+    """
+    chips = np.asarray(chips)
+    if chips.ndim != 5:
+        raise EncoderError(f"chips must have shape (N, T, C, H, W). Got shape {chips.shape}.")
+    n, n_dates, n_bands = chips.shape[:3]
+    if valid is not None and np.shape(valid) != (*chips.shape[:2], *chips.shape[3:]):
+        raise EncoderError(
+            f"valid must have shape {(*chips.shape[:2], *chips.shape[3:])}. Got {np.shape(valid)}."
+        )
+    _check_bands(encoder, n_bands, "the chips")
+    _check_batch_size(batch_size)
+    torch_device = resolve_device(device)
+    encoder = encoder.to(torch_device).eval()
+    out = np.empty((n, int(encoder.n_features)), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            part = chips[start:stop].reshape(-1, *chips.shape[2:])
+            mask = None if valid is None else np.asarray(valid[start:stop])
+            flat_mask = None if mask is None else mask.reshape(-1, *chips.shape[3:])
+            x = normalize_chips(part, mean, std, flat_mask).reshape(chips[start:stop].shape)
+            if mask is None:
+                mask = np.ones((stop - start, n_dates, *chips.shape[3:]), dtype=bool)
+            out[start:stop] = _forward(encoder, torch.from_numpy(x), torch.from_numpy(mask),
+                                       torch_device)
+    return out
+
+
+def _forward(
+    encoder: nn.Module, x: torch.Tensor, valid: torch.Tensor | None, device: torch.device
+) -> np.ndarray:
+    """Run one normalised batch; sequence encoders get a date mask built from ``valid``."""
+    x = x.to(device, non_blocking=True)
+    if isinstance(encoder, SequenceEncoder):
+        mask = date_mask(valid, encoder.min_valid_fraction).to(device)
+        y = encoder(x, mask)
+    else:
+        y = encoder(x)
+    expected = (x.shape[0], int(encoder.n_features))
+    if tuple(y.shape) != expected:
+        raise EncoderError(f"Encoder output has shape {tuple(y.shape)}, expected {expected}.")
+    return y.float().cpu().numpy()
+
+
+def _check_bands(encoder: nn.Module, n_bands: int, what: str) -> None:
+    expected = getattr(encoder, "settings", {}).get("options", {}).get("in_channels")
+    if expected is not None and expected != n_bands:
+        raise EncoderError(
+            f"The encoder was built for {expected} bands but {what} have {n_bands}. "
+            f"Build it with in_channels={n_bands}."
+        )
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise EncoderError(f"batch_size must be a positive int. Got {batch_size!r} instead.")
 
 
 def prepare_encoder(
@@ -167,16 +236,21 @@ def prepare_encoder(
 
     For ``rcf`` with ``mode="empirical"`` the filters are whitened patches of up to 1,024
     units from whole chunks chosen at random (with ``seed``) over the store, since store order
-    follows space and its first chunks cover only one corner of the area. Keep the returned
-    module to encode other stores (a map grid) with the very same filters.
+    follows space and its first chunks cover only one corner of the area (as a ``sequence``
+    base, patches come from every date of those units). A ``sequence`` encoder takes
+    ``n_dates`` from the store unless given. Keep the returned module to encode other stores
+    (a map grid) with the very same filters.
     """
     if not isinstance(store, TileStore):
         store = open_store(store)
     opts = _encoder_options(encoder_name, options, weights, seed)
+    if encoder_name == "sequence" and opts.get("n_dates") is None:
+        opts["n_dates"] = store.n_dates
     encoder = build_encoder(encoder_name, store.n_bands, **opts)
-    if isinstance(encoder, RCF) and not encoder.fitted:
-        chips, valid = _fit_sample(store, seed)
-        encoder.fit_patches(
+    base = encoder.base if isinstance(encoder, SequenceEncoder) else encoder
+    if isinstance(base, RCF) and not base.fitted:
+        chips, valid = _fit_sample(store, seed, all_dates=isinstance(encoder, SequenceEncoder))
+        base.fit_patches(
             normalize_chips(chips, store.band_mean, store.band_std, valid), valid=valid
         )
     return encoder
@@ -194,14 +268,14 @@ def encode_store(
     progress: Callable[[int, int], None] | None = None,
     mean: np.ndarray | None = None,
     std: np.ndarray | None = None,
+    num_workers: int = 0,
 ) -> pd.DataFrame:
     """Encode every unit of a tile store, streaming batches, into a features frame.
 
-    Chips are normalised with the store's band mean/std and invalid pixels set to 0. Stores
-    with several dates (T > 1) are encoded from their first date only for now; a sequence
-    encoder comes later. For ``rcf`` with ``mode="empirical"`` the filters are fitted first
-    on up to 1,024 units from whole chunks chosen at random (with ``seed``) over the store,
-    since store order follows space and its first chunks cover only one corner of the area.
+    Chips are normalised with the store's band mean/std and invalid pixels set to 0. A
+    ``sequence`` encoder sees every date of a multi-date store (masked dates left out); any
+    other encoder sees the first date only, and a warning says so. For ``rcf`` with
+    ``mode="empirical"`` the filters are fitted first (see :func:`prepare_encoder`).
 
     Parameters
     ----------
@@ -216,7 +290,8 @@ def encode_store(
     weights : path, optional
         A weights file for encoders that take one (ResNets).
     batch_size : int, default=256
-        Units per read and per forward pass.
+        Units per read and per forward pass; a multiple of the store's ``units_per_chunk``
+        (256 by default) reads whole chunks only.
     device : str, default="auto"
     seed : int or None, default=0
         Passed to the encoder when it takes a ``seed`` (random init, rcf filters).
@@ -225,61 +300,124 @@ def encode_store(
     mean, std : ndarray of shape (C,), optional
         Band statistics to normalise with; default the store's own. A map grid passes the
         trial store's, so grid chips are scaled exactly like the chips the model saw.
+    num_workers : int, default=0
+        DataLoader worker processes that read and normalise ahead of the model (0: read in
+        this process). Results do not depend on it.
 
     Returns
     -------
     features : DataFrame
         ``unit_id`` then ``f0000 .. f{D-1}`` (float32), in store order. ``features.attrs
         ["eocausal"]`` holds the metadata to pass to :func:`write_features`.
+
+    Raises
+    ------
+    NoUsableUnitsError
+        If the store has no units.
+    EncoderError
+        If the encoder is unknown, its options or weights are wrong, or its bands differ
+        from the store's.
     """
     if not isinstance(store, TileStore):
         store = open_store(store)
+    if store.n_units == 0:
+        raise NoUsableUnitsError(
+            f"Tile store '{store.path}' has no units, so there is nothing to encode. Check "
+            "the ingestion's skipped_units.csv and that the units overlap the imagery."
+        )
     if isinstance(encoder, str):
         encoder = prepare_encoder(store, encoder, options=options, weights=weights, seed=seed)
     mean = store.band_mean if mean is None else np.asarray(mean, dtype=np.float64)
     std = store.band_std if std is None else np.asarray(std, dtype=np.float64)
-    if store.n_dates > 1:
-        log.warning(
-            "Tile store '%s' has %d dates; encoding the first date (%s) only.",
-            store.path,
-            store.n_dates,
-            store.dates[0],
-        )
-    n_total = store.n_units
-    parts: list[np.ndarray] = []
+    ids, features = encode_range(
+        store, encoder, mean=mean, std=std, batch_size=batch_size, device=device,
+        num_workers=num_workers, progress=progress,
+    )
+    frame = pd.DataFrame(features, columns=feature_columns(encoder.n_features))
+    frame.insert(0, "unit_id", ids)
+    frame.attrs["eocausal"] = feature_metadata(store, encoder, mean, std)
+    return frame
+
+
+def encode_range(
+    store: TileStore,
+    encoder: nn.Module,
+    *,
+    mean: np.ndarray,
+    std: np.ndarray,
+    start: int = 0,
+    stop: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    log_dates: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode store units ``[start, stop)`` through a DataLoader: the core of the stage.
+
+    :func:`encode_store` runs it over the whole store; each part of
+    :func:`models.parts.encode_store_parts` runs it over its own range (with
+    ``log_dates=False``: the caller logs which dates are used once, not once per part).
+
+    Returns
+    -------
+    unit_ids : ndarray of shape (n,), str
+    features : ndarray of shape (n, encoder.n_features), float32
+    """
+    _check_bands(encoder, store.n_bands, f"the chips of tile store '{store.path}'")
+    _check_batch_size(batch_size)
+    sequence = isinstance(encoder, SequenceEncoder)
+    if log_dates:
+        log_date_use(store, encoder)
+    dataset = StoreBatches(store, batch_size=batch_size, mean=mean, std=std,
+                           time_index=None if sequence else 0, start=start, stop=stop)
+    torch_device = resolve_device(device)
+    encoder = encoder.to(torch_device).eval()
+    loader = store_loader(dataset, num_workers=num_workers,
+                          pin_memory=torch_device.type == "cuda")
+    n_total = dataset.stop - dataset.start
+    out = np.empty((n_total, int(encoder.n_features)), dtype=np.float32)
     ids: list[np.ndarray] = []
     done = 0
-    for batch in store.iter_batches(batch_size):
-        parts.append(
-            encode_chips(
-                batch.chips[:, 0],
-                encoder,
-                valid=batch.valid[:, 0],
-                mean=mean,
-                std=std,
-                batch_size=batch_size,
-                device=device,
-            )
+    with torch.inference_mode():
+        for batch in loader:
+            rows = len(batch.unit_ids)
+            out[done : done + rows] = _forward(encoder, batch.chips, batch.valid, torch_device)
+            ids.append(batch.unit_ids)
+            done += rows
+            if progress is not None:
+                progress(done, n_total)
+    unit_ids = np.concatenate(ids) if ids else np.array([], dtype=str)
+    return unit_ids, out
+
+
+def log_date_use(store: TileStore, encoder: nn.Module) -> None:
+    """Warn when an image encoder meets a multi-date store: it sees the first date only."""
+    if not isinstance(encoder, SequenceEncoder) and store.n_dates > 1:
+        log.warning(
+            "Tile store '%s' has %d dates; encoder '%s' sees the first date (%s) only. Use "
+            "the 'sequence' encoder to encode every date.",
+            store.path, store.n_dates, encoder.settings.get("name"), store.dates[0],
         )
-        ids.append(batch.unit_ids)
-        done += len(batch.unit_ids)
-        if progress is not None:
-            progress(done, n_total)
-    features = np.concatenate(parts) if parts else np.empty((0, encoder.n_features), np.float32)
-    frame = pd.DataFrame(features, columns=feature_columns(encoder.n_features))
-    frame.insert(0, "unit_id", np.concatenate(ids) if ids else np.array([], dtype=str))
-    frame.attrs["eocausal"] = {
+
+
+def feature_metadata(
+    store: TileStore, encoder: nn.Module, mean: np.ndarray, std: np.ndarray
+) -> dict[str, Any]:
+    """What ``features.parquet`` records: encoder settings, store, dates and band stats."""
+    sequence = isinstance(encoder, SequenceEncoder)
+    return {
         "encoder": encoder.settings,
         "store": str(store.path),
-        "n_units": n_total,
-        "time_index": 0,
-        "date": store.dates[0] if store.dates else None,
+        "n_units": store.n_units,
+        "time_index": None if sequence else 0,
+        "date": None if sequence else (store.dates[0] if store.dates else None),
+        "dates": list(store.dates) if sequence else list(store.dates[:1]),
         "n_dates_in_store": store.n_dates,
         "band_names": store.band_names,
         "band_mean": np.asarray(mean).tolist(),
         "band_std": np.asarray(std).tolist(),
     }
-    return frame
 
 
 def _encoder_options(
@@ -301,14 +439,19 @@ def _encoder_options(
     return opts
 
 
-def _fit_sample(store: TileStore, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """First-date chips and masks of whole chunks drawn at random, within a memory budget."""
+def _fit_sample(
+    store: TileStore, seed: int | None, *, all_dates: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chips and masks of whole chunks drawn at random, within a memory budget.
+
+    First date only, or with ``all_dates`` every date as its own chip (N * T, C, H, W).
+    """
     if store.n_units == 0:
-        raise EncoderError(
+        raise NoUsableUnitsError(
             f"Tile store '{store.path}' has no units, so empirical rcf filters cannot be "
             "sampled. Check the ingestion's skipped_units.csv."
         )
-    per_unit = store.n_bands * store.chip_size**2 * 4
+    per_unit = store.n_bands * store.chip_size**2 * 4 * (store.n_dates if all_dates else 1)
     n_units = max(1, min(FIT_MAX_UNITS, FIT_BUDGET_BYTES // per_unit, store.n_units))
     chunk = store.units_per_chunk
     n_chunks = -(-store.n_units // chunk)
@@ -318,52 +461,13 @@ def _fit_sample(store: TileStore, seed: int | None) -> tuple[np.ndarray, np.ndar
         start = int(index) * chunk
         stop = min(start + chunk, store.n_units, start + n_units - taken)
         batch = store.read(start, stop)
-        chips.append(batch.chips[:, 0])
-        valid.append(batch.valid[:, 0])
+        if all_dates:
+            chips.append(batch.chips.reshape(-1, *batch.chips.shape[2:]))
+            valid.append(batch.valid.reshape(-1, *batch.valid.shape[2:]))
+        else:
+            chips.append(batch.chips[:, 0])
+            valid.append(batch.valid[:, 0])
         taken += stop - start
         if taken >= n_units:
             break
     return np.concatenate(chips), np.concatenate(valid)
-
-
-def write_features(
-    df: pd.DataFrame, path: str | os.PathLike[str], metadata: Mapping[str, Any]
-) -> Path:
-    """Write features to parquet with ``metadata`` as JSON under the schema key ``eocausal``.
-
-    The file is written next to ``path`` and renamed into place, so a crash never leaves a
-    half-written ``features.parquet`` behind.
-
-    Raises
-    ------
-    EncoderError
-        If ``df`` has no ``unit_id`` column or ``metadata`` is not JSON-serialisable.
-    """
-    if "unit_id" not in df.columns:
-        raise EncoderError(
-            "The features frame has no 'unit_id' column; it comes from encode_store."
-        )
-    try:
-        blob = json.dumps(dict(metadata), sort_keys=True, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise EncoderError(f"Feature metadata must be JSON-serialisable: {exc}.") from exc
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: blob})
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def read_features(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a features parquet file and the metadata :func:`write_features` stored in it."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"No features file at '{path}'. Run 'eocausal encode' to create it.")
-    table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    metadata = json.loads(raw) if raw else {}
-    frame = table.to_pandas()
-    frame.attrs["eocausal"] = metadata
-    return frame, metadata

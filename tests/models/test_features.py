@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,22 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import torch
+import torch.nn.functional as F
+import zarr
 from rasterio.windows import Window
 from torch import nn
 
 from models.encoders import build_encoder
-from models.features import encode_chips, encode_store, read_features, write_features
-from pipeline.errors import EncoderError
+from models.features import (
+    encode_chips,
+    encode_store,
+    normalize_chips,
+    read_features,
+    write_features,
+)
+from models.loader import StoreBatches
+from models.parts import encode_store_parts, plan_parts
+from pipeline.errors import EncoderError, NoUsableUnitsError
 from pipeline.store import TileStore, create_store
 
 SENTINEL2 = "sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
@@ -142,13 +154,14 @@ def test_encode_store_equals_encode_chips(s2, tmp_path):
 def test_encode_store_streams_batches(s2, tmp_path, monkeypatch):
     make_store(tmp_path / "tiles.zarr", *s2)
     sizes: list[int] = []
-    original = TileStore.read
+    original = zarr.Array.__getitem__
 
-    def spy(self, start, stop):
-        sizes.append(stop - start)
-        return original(self, start, stop)
+    def spy(self, selection):
+        if self.basename == "chips":
+            sizes.append(selection.stop - selection.start)
+        return original(self, selection)
 
-    monkeypatch.setattr(TileStore, "read", spy)
+    monkeypatch.setattr(zarr.Array, "__getitem__", spy)
     encode_store(tmp_path / "tiles.zarr", "rcf", options={"n_features": 16}, batch_size=4)
     assert sizes == [4, 4, 4, 4]
 
@@ -215,3 +228,85 @@ def test_metadata_must_be_json(tmp_path):
 def test_read_features_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="features.parquet"):
         read_features(tmp_path / "features.parquet")
+
+
+# -- streaming path, parallel parts, resizing, bad input ----------------------------------
+
+
+def test_store_batches_equal_direct_reads_and_reopen_lazily(s2, tmp_path):
+    store = make_store(tmp_path / "tiles.zarr", *s2)
+    data = StoreBatches(store.path, batch_size=6, mean=store.band_mean, std=store.band_std)
+    assert data._store is None and len(data) == 3  # nothing opened until a read
+    item = pickle.loads(pickle.dumps(data))[2]
+    direct = store.read(12, 16)
+    expected = normalize_chips(direct.chips[:, 0], store.band_mean, store.band_std,
+                               direct.valid[:, 0])
+    np.testing.assert_array_equal(item.chips.numpy(), expected)
+    np.testing.assert_array_equal(item.unit_ids, direct.unit_ids)
+    assert item.start == 12
+
+
+@pytest.mark.parametrize("name", ["rcf", "sequence"])
+def test_dataloader_workers_give_the_in_process_features(s2, tmp_path, name):
+    store = make_store(tmp_path / "tiles.zarr", *s2, n_dates=2)
+    options = {"n_features": 32} if name == "rcf" else {"base": "rcf", "n_features": 32}
+    in_process = encode_store(store, name, options=options, batch_size=4)
+    workers = encode_store(store, name, options=options, batch_size=4, num_workers=2)
+    pd.testing.assert_frame_equal(in_process, workers, check_exact=True)
+
+
+def test_encode_store_parts_equals_encode_store(s2, tmp_path):
+    store = make_store(tmp_path / "tiles.zarr", *s2)
+    options = {"n_features": 32, "mode": "empirical"}
+    calls: list[int] = []
+
+    def out_of_order(func, tasks):
+        calls.append(len(tasks))
+        with ThreadPoolExecutor(2) as pool:  # tasks finish in any order; results keep theirs
+            return list(pool.map(func, tasks[::-1]))[::-1]
+
+    path = encode_store_parts(store, "rcf", options, tmp_path / "parts", 3, out_of_order,
+                              out=tmp_path / "features.parquet", seed=4, batch_size=8)
+    joined, metadata = read_features(path)
+    whole = encode_store(store, "rcf", options=options, seed=4)
+    pd.testing.assert_frame_equal(joined, whole, rtol=1e-6)
+    assert metadata == json.loads(json.dumps(whole.attrs["eocausal"]))
+    assert calls == [2]  # 16 units in chunks of 8: at most one part per chunk
+    assert not list((tmp_path / "parts").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("n_units", "per_chunk", "n_parts", "expected"),
+    [(16, 8, 3, [(0, 8), (8, 16)]), (20, 4, 2, [(0, 12), (12, 20)]), (5, 8, 4, [(0, 5)])],
+)
+def test_parts_hold_whole_chunks(n_units, per_chunk, n_parts, expected):
+    assert plan_parts(n_units, per_chunk, n_parts) == expected
+
+
+def test_store_without_units_is_one_clear_message(tmp_path):
+    store = create_store(tmp_path / "empty.zarr", unit_ids=[], n_dates=1, band_names=["B1"],
+                         chip_size=8, dtype="uint16", crs="EPSG:32618", pixel_size=20.0,
+                         dates=[None], centres=np.zeros((0, 2)))
+    store.finalize_stats()
+    with pytest.raises(NoUsableUnitsError, match="empty.zarr' has no units.*skipped_units"):
+        encode_store(store, "rcf")
+    with pytest.raises(NoUsableUnitsError, match="has no units"):
+        encode_store_parts(store, "rcf", None, tmp_path / "parts", 2)
+
+
+def test_cuda_asked_for_without_a_gpu_is_reported(s2, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EncoderError, match="no CUDA GPU is visible"):
+        encode_chips(s2[0], build_encoder("rcf", 6), device="cuda")
+
+
+def test_resnet_resizes_only_chips_below_min_size():
+    x = torch.randn(2, 4, 16, 24, generator=torch.Generator().manual_seed(0))
+    plain = build_encoder("resnet18", 4, seed=1)
+    sized = build_encoder("resnet18", 4, seed=1, min_size=32)
+    with torch.no_grad():
+        resized = F.interpolate(x, size=(32, 48), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(sized(x), plain(resized))
+        big = torch.randn(1, 4, 40, 40)
+        torch.testing.assert_close(sized(big), plain(big))
+    assert sized.settings["options"]["min_size"] == 32
