@@ -1,10 +1,11 @@
-"""Average and per-unit treatment effects from image features with a causal forest.
+"""Average and per-unit treatment effects from image features with any registered learner.
 
 Features are standardised and reduced with PCA (forests split poorly on hundreds of correlated
-encoder outputs), joined to covariates, and given as ``X`` to econml's ``CausalForestDML``. The
-treatment model is the known assignment probability in a trial, else a classifier on ``X`` (the
-images stand in for confounders). The ATE is the forest's doubly robust average; per-unit
-effects get bootstrap-of-little-bags intervals. :class:`EffectModel` keeps transform and forest
+encoder outputs), joined to covariates, and given as ``X`` to one of the econml learners of
+:mod:`models.cate` (default ``CausalForestDML``). The treatment model is the known assignment
+probability in a trial, else a classifier on ``X`` (the images stand in for confounders). The
+ATE is the method's own doubly robust or linear average where it has valid inference, else the
+cross-fitted AIPW estimate on the same folds. :class:`EffectModel` keeps transform and learner
 so the map stage can predict effects where no trial ran.
 """
 
@@ -24,17 +25,19 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
-from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
+from models import cate as cate_methods
 from models.evaluate import check_treatment_outcome, difference_in_means, first_rows
-from models.propensity import KnownPropensity, make_propensity_model
+from models.propensity import KnownPropensity
 from pipeline.errors import EstimationError, InputFileError
 
-__all__ = ["EffectEstimates", "EffectModel", "KnownPropensity", "ModelVersionWarning", "estimate_effects"]
+__all__ = ["CATE_METHODS", "EffectEstimates", "EffectModel", "KnownPropensity", "ModelVersionWarning",
+           "estimate_effects"]
+
+CATE_METHODS = tuple(cate_methods.CATE_METHODS)
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())  # the library never configures logging itself
@@ -58,6 +61,12 @@ class EffectEstimates:
     ``nuisance_scores``: out-of-fold ``outcome_r2`` and ``treatment_accuracy`` (None in a trial,
     where nothing is fitted; compare it with the larger arm's share), averaged over folds.
     ``model``: the fitted :class:`EffectModel`, to predict at new locations and to save.
+    ``ate_source``: where the ATE comes from (``causal_forest``, ``linear`` or ``aipw``, see
+    :mod:`models.cate`); ``cate_interval``: what the per-unit intervals rest on (``blb``,
+    ``statsmodels``, ``bootstrap`` or ``none``: then ``cate_lo``/``cate_hi`` are NaN).
+    ``diagnostics``: with ``diagnostics=True`` or an AIPW ATE, the cross-fitted nuisance
+    scores (``propensity_auc``, ``propensity_log_loss``), ``overlap`` (observational) and
+    ``max_abs_smd_before``/``after``; JSON-ready.
     """
 
     ate: float
@@ -74,6 +83,9 @@ class EffectEstimates:
     propensity_used: float | None
     nuisance_scores: dict[str, float | None] = field(default_factory=dict)
     model: EffectModel | None = field(default=None, repr=False)
+    ate_source: str = "causal_forest"
+    cate_interval: str = "blb"
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("cate", "cate_lo", "cate_hi"):
@@ -81,7 +93,7 @@ class EffectEstimates:
             if values.shape != (self.n_used,):
                 raise ValueError(f"{name} has shape {values.shape}; expected ({self.n_used},).")
             values.setflags(write=False)
-        if not self.ate_lo <= self.ate <= self.ate_hi:
+        if np.isfinite([self.ate_lo, self.ate_hi]).all() and not self.ate_lo <= self.ate <= self.ate_hi:
             raise ValueError(f"ATE {self.ate} lies outside its interval [{self.ate_lo}, {self.ate_hi}].")
 
     def summary(self) -> dict[str, Any]:
@@ -138,11 +150,6 @@ def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("econml", "scikit-learn", "numpy")}
 
 
-def _mean_score(scores: list[list[float]] | None) -> float | None:
-    values = np.asarray(scores or [], dtype=float)
-    return float(values.mean()) if values.size and np.isfinite(values).all() else None
-
-
 class EffectModel(BaseEstimator):
     """Causal forest on reduced image features, reusable at new locations.
 
@@ -154,8 +161,10 @@ class EffectModel(BaseEstimator):
     propensity : float, default=None
         Assignment probability of a trial, in (0, 1); None uses the treated share. Only
         with ``design="rct"``.
-    method : {"causal_forest"}, default="causal_forest"
-        The only estimator so far.
+    method : str, default="causal_forest"
+        A name of :data:`CATE_METHODS`: ``causal_forest``, ``linear_dml``, ``dr_learner``,
+        ``forest_dr_learner``, ``x_learner``, ``t_learner``, ``s_learner`` (see
+        :mod:`models.cate` for their intervals and ATEs).
     n_components : int or None, default=20
         PCA components kept from the standardised features; None, or no more features than
         this, keeps the standardised features.
@@ -169,6 +178,17 @@ class EffectModel(BaseEstimator):
         Parallel jobs of the causal forest; -1 uses every core.
     random_state : int, RandomState instance or None, default=0
         Seed for PCA, nuisance models, folds and forest.
+    degree : int, default=1
+        Degree of the polynomial featurizer of ``linear_dml`` and ``dr_learner``: 1 is linear
+        in the columns; 2 adds squares and interactions, for effects that bend, but with 25
+        columns on 747 units (IHDP) it overfits (root PEHE 4.0 against 0.64 at degree 1).
+    n_bootstrap : int, default=0
+        Bootstrap replicates for the metalearners' intervals; each refits the learner, so 0
+        (no per-unit intervals, NaN) is the default. Other methods ignore it.
+    diagnostics : bool, default=False
+        Also cross-fit outcome and propensity models on the same folds and report overlap,
+        balance and their scores in ``estimates_.diagnostics`` (always done for methods whose
+        ATE is the AIPW estimate).
 
     Attributes
     ----------
@@ -183,20 +203,24 @@ class EffectModel(BaseEstimator):
     _parameter_constraints: dict[str, list[Any]] = {
         "design": [StrOptions({"rct", "observational"})],
         "propensity": [Interval(Real, 0, 1, closed="neither"), None],
-        "method": [StrOptions({"causal_forest"})],
+        "method": [StrOptions(set(cate_methods.CATE_METHODS))],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "n_estimators": [Interval(Integral, 4, None, closed="left")],
         "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
+        "degree": [Interval(Integral, 1, 3, closed="both")],
+        "n_bootstrap": [Interval(Integral, 0, None, closed="left")],
+        "diagnostics": ["boolean"],
     }
 
     def __init__(
         self, *, design: str = "rct", propensity: float | None = None,
         method: str = "causal_forest", n_components: int | None = 20, n_estimators: int = 400,
         min_samples_leaf: int = 5, cv: int = 3, n_jobs: int | None = -1,
-        random_state: int | np.random.RandomState | None = 0,
+        random_state: int | np.random.RandomState | None = 0, degree: int = 1,
+        n_bootstrap: int = 0, diagnostics: bool = False,
     ) -> None:
         self.design = design
         self.propensity = propensity
@@ -207,8 +231,12 @@ class EffectModel(BaseEstimator):
         self.cv = cv
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.degree = degree
+        self.n_bootstrap = n_bootstrap
+        self.diagnostics = diagnostics
 
     def _check_settings(self) -> None:
+        cate_methods.check_method(self.method)  # lists the valid names
         try:
             self._validate_params()
         except InvalidParameterError as exc:
@@ -276,7 +304,10 @@ class EffectModel(BaseEstimator):
         covariates : array-like or DataFrame of shape (n_units, n_covariates), default=None
             Tabular covariates, used as given.
         groups : array-like of shape (n_units,), default=None
-            Cluster labels (villages, tiles); a group's units share a cross-fitting fold.
+            Cluster labels (villages, tiles, :func:`models.crossfit.spatial_blocks`); a group's
+            units share a cross-fitting fold. The ATE's error is clustered only when it comes
+            from AIPW (``ate_source="aipw"``); econml's own intervals treat units as
+            independent, so use :func:`models.ate.estimate_ate` for cluster-robust ATEs.
 
         Raises
         ------
@@ -301,29 +332,45 @@ class EffectModel(BaseEstimator):
             )
         known = t.mean() if self.propensity is None else self.propensity
         propensity = float(known) if self.design == "rct" else None
-        self.estimator_ = _fit_causal_forest(self, X, t, y, groups, propensity)
+        self.estimator_ = cate_methods.fit_cate(self.method, self, X, t, y, groups, propensity)
         self.versions_ = _versions()
-        self.estimates_ = self._summarise(X, t, y, propensity)
+        self.estimates_ = self._summarise(X, t, y, groups, propensity)
         est = self.estimates_
-        logger.info("causal forest, %d units: ATE %.4g [%.4g, %.4g]", t.size, est.ate, est.ate_lo, est.ate_hi)
+        logger.info("%s, %d units: ATE %.4g [%.4g, %.4g]", self.method, t.size, est.ate, est.ate_lo, est.ate_hi)
         return self
 
-    def _summarise(self, X: NDArray[Any], t: NDArray[Any], y: NDArray[Any], propensity: float | None) -> EffectEstimates:
-        est = self.estimator_
-        # ate_ is the doubly robust mean of out-of-bag forest effects plus an inverse-variance
-        # weighted residual correction; ate_stderr_ is the standard error of that mean.
-        ate, se = float(np.ravel(est.ate_)[0]), float(np.ravel(est.ate_stderr_)[0])
-        lo, hi = (np.ravel(v) for v in est.effect_interval(X, alpha=0.05))
-        scores_t = est.nuisance_scores_t if self.design == "observational" else None
+    def _summarise(self, X: NDArray[Any], t: NDArray[Any], y: NDArray[Any], groups: NDArray[Any] | None,
+                   propensity: float | None) -> EffectEstimates:
+        est, spec = self.estimator_, cate_methods.check_method(self.method)
+        own = cate_methods.cate_ate(est, self.method, X)
+        diagnostics: dict[str, Any] = {}
+        if own is None or self.diagnostics:
+            diagnostics, dr_ate = _crossfit_diagnostics(self, X, t, y, groups, propensity)
+            ate, se = own if own is not None else dr_ate
+        else:
+            ate, se = own
+        cate, lo, hi = cate_methods.predict_cate(est, self.method, self, X)
+        has_interval = cate_methods.has_intervals(self.method, self)
+        scores = cate_methods.nuisance_scores(est, self.method, self.design)
+        if scores["outcome_r2"] is None and diagnostics:  # metalearners: no econml first stage
+            scores["outcome_r2"] = diagnostics["nuisance_scores"]["outcome_r2"]
         return EffectEstimates(
             ate=ate, ate_lo=ate - _Z95 * se, ate_hi=ate + _Z95 * se, ate_se=se,
             method=self.method, design=self.design, n_used=int(t.size),
-            cate=np.ravel(est.effect(X)), cate_lo=lo, cate_hi=hi,
+            cate=cate, cate_lo=lo, cate_hi=hi,
             naive=difference_in_means(t, y), propensity_used=propensity,
-            nuisance_scores={"outcome_r2": _mean_score(est.nuisance_scores_y),
-                             "treatment_accuracy": _mean_score(scores_t)},
-            model=self,
+            nuisance_scores=scores, model=self, ate_source=spec.ate_source,
+            cate_interval=spec.interval if has_interval else "none", diagnostics=diagnostics,
         )
+
+    def transform(self, features: ArrayLike, covariates: ArrayLike | None = None) -> NDArray[np.float64]:
+        """The learner's input for these units: scaled (and reduced) features, then covariates.
+
+        Lets other estimators (the ATE table, evaluation) work on exactly what the learner saw.
+        Raises EstimationError for columns that differ from those in ``fit``.
+        """
+        check_is_fitted(self, "estimator_")
+        return self._design_matrix(features, covariates, None)
 
     def predict_cate(
         self, features: ArrayLike, covariates: ArrayLike | None = None, *, alpha: float = 0.05
@@ -341,9 +388,7 @@ class EffectModel(BaseEstimator):
         """
         check_is_fitted(self, "estimator_")
         X = self._design_matrix(features, covariates, None)
-        cate = np.ravel(self.estimator_.effect(X))
-        lo, hi = (np.ravel(v) for v in self.estimator_.effect_interval(X, alpha=alpha))
-        return cate, lo, hi
+        return cate_methods.predict_cate(self.estimator_, self.method, self, X, alpha=alpha)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model with joblib, with its settings and package versions.
@@ -381,41 +426,30 @@ class EffectModel(BaseEstimator):
         return payload["model"]
 
 
-def _fit_causal_forest(
+def _crossfit_diagnostics(
     settings: EffectModel, X: NDArray[np.float64], t: NDArray[np.int64], y: NDArray[np.float64],
     groups: NDArray[Any] | None, propensity: float | None,
-) -> Any:
-    """Fit econml's CausalForestDML (imported here: importing econml takes a while).
-
-    The outcome model is histogram gradient boosting with early stopping: it stops early when
-    the outcome carries little signal, and on ~2,000 units and ~20 columns it fits in about
-    0.3 s per fold, faster than a random forest of similar accuracy. Its OpenMP threads are
-    limited to one: with so few columns, thread synchronisation costs more than the split
-    search, and on a loaded 2-core machine it ran 13x slower with two threads.
-    """
-    from econml.dml import CausalForestDML
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Cross-fitted nuisances on grouped folds: JSON-ready diagnostics and the AIPW ATE."""
+    from models.ate import aipw
+    from models.crossfit import crossfit_nuisances, make_folds
+    from models.diagnostics import check_overlap, covariate_balance
 
     rs = settings.random_state
-    model_y = HistGradientBoostingRegressor(learning_rate=0.05, max_iter=300, min_samples_leaf=20,
-                                            early_stopping=True, validation_fraction=0.15,
-                                            n_iter_no_change=20, random_state=rs)
-    model_t = KnownPropensity(propensity) if propensity is not None else make_propensity_model(rs)
-    forest = CausalForestDML(
-        model_y=model_y, model_t=model_t, discrete_treatment=True, cv=settings.cv,
-        n_estimators=settings.n_estimators, min_samples_leaf=settings.min_samples_leaf,
-        n_jobs=settings.n_jobs, random_state=rs,
-    )
-    try:
-        with threadpool_limits(1, user_api="openmp"):
-            forest.fit(y, t, X=X, groups=groups)
-    except AttributeError as exc:  # econml's signal for a fold without one of the arms
-        if "don't contain all treatments" not in str(exc):
-            raise
-        raise EstimationError(
-            "a cross-fitting fold holds only treated or only control units; with groups, each of "
-            f"the {settings.cv} folds needs groups from both arms. Use a smaller cv or finer groups."
-        ) from exc
-    return forest
+    seed = rs if rs is None or isinstance(rs, Integral) else int(np.random.RandomState(rs).randint(2**31))
+    folds = make_folds(t, cv=settings.cv, groups=groups, random_state=seed)
+    nu = crossfit_nuisances(X, t, y, folds=folds, propensity=propensity, random_state=seed)
+    overlap = check_overlap(t, nu.e) if propensity is None else None
+    balance = covariate_balance(X, t, None if propensity is not None else nu.e)
+    result = aipw(nu.dr_scores(t, y), clusters=groups)
+    smd = np.abs(balance.to_numpy(dtype=float))
+    diagnostics = {
+        "nuisance_scores": dict(nu.scores), "overlap": overlap,
+        "max_abs_smd_before": float(np.nanmax(smd[:, 0])) if np.isfinite(smd[:, 0]).any() else None,
+        "max_abs_smd_after": float(np.nanmax(smd[:, 1])) if np.isfinite(smd[:, 1]).any() else None,
+        "aipw": {"ate": result.estimate, "se": result.se},
+    }
+    return diagnostics, (result.estimate, result.se)
 
 
 def estimate_effects(
@@ -424,6 +458,7 @@ def estimate_effects(
     method: str = "causal_forest", n_components: int | None = 20, n_estimators: int = 400,
     min_samples_leaf: int = 5, cv: int = 3, groups: ArrayLike | None = None,
     n_jobs: int | None = -1, random_state: int | np.random.RandomState | None = 0,
+    degree: int = 1, n_bootstrap: int = 0, diagnostics: bool = False,
 ) -> EffectEstimates:
     """Estimate the ATE and per-unit effects of a binary treatment from image features.
 
@@ -439,11 +474,11 @@ def estimate_effects(
     Raises
     ------
     EstimationError
-        For invalid settings or inputs.
+        For invalid settings or inputs; an unknown ``method`` lists the valid names.
     """
     model = EffectModel(
         design=design, propensity=propensity, method=method, n_components=n_components,
         n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv=cv, n_jobs=n_jobs,
-        random_state=random_state,
+        random_state=random_state, degree=degree, n_bootstrap=n_bootstrap, diagnostics=diagnostics,
     )
     return model.fit(features, treatment, outcome, covariates=covariates, groups=groups).estimates_

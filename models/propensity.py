@@ -15,6 +15,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
@@ -91,7 +94,9 @@ class KnownPropensity(ClassifierMixin, BaseEstimator):
         return self.classes_[(proba[:, 1] >= 0.5).astype(int)]
 
 
-def make_propensity_model(random_state: int | np.random.RandomState | None = 0) -> BaseEstimator:
+def make_propensity_model(
+    random_state: int | np.random.RandomState | None = 0, *, kind: str = "gbm"
+) -> BaseEstimator:
     """Build the classifier that estimates treatment from image features.
 
     Gradient-boosted trees with shallow trees, a slow learning rate and early stopping on a
@@ -103,11 +108,25 @@ def make_propensity_model(random_state: int | np.random.RandomState | None = 0) 
     ----------
     random_state : int, RandomState instance or None, default=0
         Seed for the early-stopping split and the tree binning.
+    kind : {"gbm", "logistic"}, default="gbm"
+        ``"logistic"``: logistic regression on standardised inputs with a unit L2 penalty
+        (``C=1``); better calibrated than boosting on a few hundred units or when
+        confounding is close to linear in the features. ``LogisticRegressionCV`` would pick
+        the penalty but took 3 s per fit on 600 units (45 fits per IHDP replication).
 
     Returns
     -------
-    model : HistGradientBoostingClassifier
+    model : HistGradientBoostingClassifier or Pipeline
+
+    Raises
+    ------
+    EstimationError
+        For an unknown ``kind``.
     """
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    if kind != "gbm":
+        raise EstimationError(f"unknown propensity model {kind!r}; choose 'gbm' or 'logistic'.")
     return HistGradientBoostingClassifier(
         learning_rate=0.05,
         max_iter=300,

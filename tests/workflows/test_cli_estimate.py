@@ -1,0 +1,92 @@
+"""``eocausal estimate`` (workflows.cli_estimate) on the Uganda units and image features.
+
+Kept under tests/models with the estimators it wraps; it runs the command in-process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline.errors import EstimationError, InputFileError, MissingColumnError
+from tests.models.worlds import band_statistics
+from workflows.cli_estimate import estimate
+
+
+@pytest.fixture(scope="module")
+def inputs(data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uganda")
+    npz = np.load(data_dir / "rct_geo" / "causalimages_uganda_images.npz")
+    stats = band_statistics(np.moveaxis(npz["images"], -1, 1)) / 255.0
+    features = pd.DataFrame(stats, columns=[f"f{i}" for i in range(stats.shape[1])])
+    features.insert(0, "image_key", npz["keys"])
+    features.to_parquet(folder / "features.parquet")
+    return data_dir / "rct_geo" / "causalimages_uganda_units.csv", folder / "features.parquet", folder
+
+
+def run(args: list[str]):
+    return CliRunner().invoke(estimate, args, catch_exceptions=True, standalone_mode=False)
+
+
+def base_args(inputs, out: str) -> list[str]:
+    units, features, folder = inputs
+    return ["--units", str(units), "--features", str(features), "--out", str(folder / out),
+            "--id-column", "image_key", "--treatment", "W", "--outcome", "Y",
+            "--covariates", "X1,X3,X5", "--group-column", "image_key", "--n-components", "0",
+            "--n-estimators", "100", "--method", "dr_learner"]
+
+
+def test_estimate_writes_the_run_directory(inputs) -> None:
+    result = run([*base_args(inputs, "run"), "--drop-missing", "--n-bootstrap", "20"])
+    assert result.exception is None, result.output
+    out = inputs[2] / "run"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_used"] == 2075 and summary["n_dropped_missing"] == 7
+    assert 0.55 < summary["ate"] < 0.95
+    assert summary["heterogeneity"]["rate_autoc"]["n_bootstrap"] == 20
+    effects = pd.read_csv(out / "effects.csv")
+    assert list(effects.columns) == ["image_key", "treatment", "outcome", "cate", "cate_lo", "cate_hi"]
+    ate = pd.read_csv(out / "ate.csv", index_col="method")
+    assert ate.loc["difference_in_means", "note"] == "cluster-robust"
+    assert {p.name for p in (out / "figures").iterdir()} == {"toc.png", "qini.png", "gates.png", "calibration.png"}
+    assert "ATE (linear)" in result.output
+
+
+def test_missing_covariates_without_drop_flag_name_the_rows(inputs) -> None:
+    result = run([*base_args(inputs, "nan"), "--no-evaluate"])
+    assert isinstance(result.exception, EstimationError)
+    assert "covariates has NaN or infinite values in 7 rows" in str(result.exception)
+
+
+def test_missing_column_is_named(inputs) -> None:
+    args = base_args(inputs, "col")
+    args[args.index("W")] = "treated"
+    result = run(args)
+    assert isinstance(result.exception, MissingColumnError)
+    assert "has no column 'treated'" in str(result.exception)
+
+
+def test_missing_file_is_named(inputs, tmp_path) -> None:
+    args = base_args(inputs, "file")
+    args[args.index("--features") + 1] = str(tmp_path / "nope.parquet")
+    result = run(args)
+    assert isinstance(result.exception, InputFileError)
+    assert "nope.parquet' does not exist" in str(result.exception)
+
+
+def test_disjoint_ids_are_reported(inputs) -> None:
+    args = base_args(inputs, "ids")
+    args[args.index("--id-column") + 1] = "row"
+    args += ["--features-id", "image_key"]
+    features = pd.read_parquet(inputs[1])
+    features["image_key"] += 100000
+    path = inputs[2] / "shifted.parquet"
+    features.to_parquet(path)
+    args[args.index("--features") + 1] = str(path)
+    result = run(args)
+    assert isinstance(result.exception, EstimationError)
+    assert "share no ids: 2082 units in 'row'" in str(result.exception)
