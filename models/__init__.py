@@ -16,6 +16,17 @@ _EXPORTS = {
     "estimate_effects": "estimate", "EffectEstimates": "estimate", "EffectModel": "estimate",
     "KnownPropensity": "propensity",
     "difference_in_means": "evaluate", "compare_with_truth": "evaluate",
+    "SequenceEncoder": "sequence", "encode_store_parts": "parts", "StoreBatches": "loader",
+    "crossfit_finetune": "finetune", "TrainSettings": "finetune", "Augment": "augment",
+    "linear_probe": "probe", "probe_world": "probe",
+    "CATE_METHODS": "cate", "estimate_ate": "ate", "AteReport": "ate",
+    "make_folds": "crossfit", "spatial_blocks": "crossfit",
+    "check_overlap": "diagnostics", "covariate_balance": "diagnostics",
+    "effective_sample_size": "diagnostics",
+    "rank_average_treatment_effect": "rate", "toc_curve": "rate",
+    "blp_test": "calibration", "gates": "calibration",
+    "compare_methods": "compare", "evaluate_heterogeneity": "compare",
+    "join_features": "inputs",
 }
 
 __all__ = sorted(_EXPORTS)

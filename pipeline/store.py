@@ -312,12 +312,12 @@ def create_store(
         dimension_names=VALID_DIMS,
     )
     ids = group.create_array(
-        "unit_id", shape=(n_units,), chunks=(max(n_units, 1),), dtype=str,
+        "unit_id", shape=(n_units,), chunks=(per_chunk,), dtype=str,
         dimension_names=["unit"],
     )
     ids[:] = np.asarray(unit_ids, dtype=str)
     xy = group.create_array(
-        "centre_xy", shape=(n_units, 2), chunks=(max(n_units, 1), 2), dtype="float64",
+        "centre_xy", shape=(n_units, 2), chunks=(per_chunk, 2), dtype="float64",
         dimension_names=["unit", "xy"],
     )
     xy[:] = np.asarray(centres, dtype=np.float64).reshape(n_units, 2)

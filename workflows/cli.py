@@ -184,6 +184,17 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
     click.echo(f"{len(result.skipped)} skipped, with reasons, in {skipped_path}")
 
 
+def _register_stage_commands() -> None:
+    from workflows.cli_encode import encode
+    from workflows.cli_estimate import estimate
+
+    cli.add_command(encode)
+    cli.add_command(estimate)
+
+
+_register_stage_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eocausal`` console script."""
     try:

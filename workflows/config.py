@@ -71,7 +71,8 @@ class EncoderSection(_Section):
 
 
 class EstimatorSection(_Section):
-    method: Literal["causal_forest"] = "causal_forest"
+    method: Literal["causal_forest", "linear_dml", "dr_learner", "forest_dr_learner",
+                    "x_learner", "t_learner", "s_learner"] = "causal_forest"
     design: Literal["rct", "observational"] = "rct"
     propensity: float | None = Field(None, gt=0.0, lt=1.0)
     n_components: int | None = Field(20, ge=1)
