@@ -1,0 +1,21 @@
+"""Run every benchmark in turn (``make bench``); each prints a markdown table.
+
+The coverage simulation (about 15 minutes) is left out; run it with
+``python -m benchmarks.coverage_simulation --seeds 50``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHMARKS = [
+    ["benchmarks.bench_ingest"],
+    ["benchmarks.bench_encoders", "--threads", "1"],
+    ["benchmarks.bench_estimators"],
+]
+
+if __name__ == "__main__":
+    for module in BENCHMARKS:
+        print(f"\n## python -m {' '.join(module)}\n", flush=True)
+        subprocess.run([sys.executable, "-m", *module], check=True)
