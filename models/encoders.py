@@ -36,6 +36,7 @@ __all__ = [
     "file_sha256",
     "list_encoders",
     "register_encoder",
+    "resolve_weights",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ class ResNetEncoder(nn.Module):
         net.fc = nn.Identity()
         sha = None
         if weights is not None:
+            weights = resolve_weights(weights)
             sha = _load_resnet_weights(net, Path(weights), arch, in_channels, rgb_bands)
         self.net = net.eval()
         self.min_size = min_size
@@ -279,6 +281,29 @@ def _random_resnet(arch: str, in_channels: int, *, random_conv1: bool) -> nn.Mod
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     return net
+
+
+def resolve_weights(weights: str | Path) -> Path:
+    """A weights file path, or a torchvision weight name found in the local torch hub cache.
+
+    Names such as ``"ResNet18_Weights.IMAGENET1K_V1"`` resolve to the file torchvision would
+    have downloaded, but only when it already lies in ``torch.hub.get_dir()/checkpoints``:
+    nothing is ever downloaded. Anything else is taken as a path.
+    """
+    text = str(weights)
+    enum_name, _, member = text.partition(".")
+    enum = getattr(torchvision.models, enum_name, None) if member else None
+    if enum is None or not hasattr(enum, member) or Path(text).exists():
+        return Path(text)
+    url = getattr(enum, member).url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file():
+        raise EncoderError(
+            f"Weights '{text}' are not in the local torch hub cache ({cached}). Nothing is "
+            f"downloaded at run time: fetch {url} on a machine with internet, copy it to "
+            f"{cached} (or anywhere), and pass that file with --weights."
+        )
+    return cached
 
 
 def _load_state_dict(path: Path) -> Mapping[str, torch.Tensor]:

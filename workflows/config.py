@@ -68,6 +68,7 @@ class EncoderSection(_Section):
     weights: Path | None = None
     batch_size: int = Field(256, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0, description="DataLoader workers reading the store")
 
 
 class EstimatorSection(_Section):

@@ -135,7 +135,7 @@ def _encode_stage(config: RunConfig, run_dir: Path, manifest: Manifest, echo: Ec
         update, close = _progress_bar("encode", progress)
         try:
             frame = encode_store(store, encoder, batch_size=enc.batch_size, device=enc.device,
-                                 progress=update)
+                                 progress=update, num_workers=enc.num_workers)
         finally:
             close()
         path = write_features(frame, run_dir / "features.parquet", frame.attrs["eocausal"])

@@ -289,3 +289,21 @@ def test_settings_are_json_ready(tmp_path):
         RCF.from_chips(np.random.default_rng(0).normal(size=(4, 6, 16, 16)), n_features=16),
     ):
         assert json.loads(json.dumps(encoder.settings)) == encoder.settings
+
+
+def test_torchvision_weight_names_resolve_from_the_local_hub_cache(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from models.encoders import resolve_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    name = "ResNet18_Weights.IMAGENET1K_V1"
+    with pytest.raises(EncoderError, match="not in the local torch hub cache"):
+        resolve_weights(name)
+    cached = tmp_path / "checkpoints" / Path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir()
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), cached)
+    assert resolve_weights(name) == cached
+    encoder = build_encoder("resnet18", 3, weights=name)
+    assert encoder.settings["weights_sha256"] == hashlib.sha256(cached.read_bytes()).hexdigest()
