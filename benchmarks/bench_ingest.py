@@ -90,7 +90,7 @@ def peak_memory_mb(n: int, workdir: Path) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--units", type=int, default=5000)
+    parser.add_argument("--units", type=int, default=20000)
     parser.add_argument("--parallel-units", type=int, default=40000)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=100_000)

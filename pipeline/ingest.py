@@ -136,7 +136,7 @@ def ingest(
     chip_size: int = 32,
     bands: Sequence[int | str] | None = None,
     min_valid_fraction: float = 0.5,
-    units_per_chunk: int = 256,
+    units_per_chunk: int = 1024,
     crs: str | None = None,
     resolution: float | None = None,
     resampling: str | None = None,
@@ -165,7 +165,7 @@ def ingest(
         1-based indexes or band descriptions, taken from the first raster; default all.
     min_valid_fraction : float, default=0.5
         Units whose best date has a smaller fraction of valid pixels are skipped.
-    units_per_chunk : int, default=256
+    units_per_chunk : int, default=1024
         Units per store chunk and per task.
     crs, resolution : optional
         Target grid; default the first raster's own CRS and pixel size. When given, every

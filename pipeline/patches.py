@@ -69,7 +69,7 @@ def ingest_patches(
     images: str = "images",
     channels_last: bool = True,
     band_names: Sequence[str] | None = None,
-    units_per_chunk: int = 256,
+    units_per_chunk: int = 1024,
 ) -> IngestResult:
     """Write one patch per unit, looked up by the unit's image key, into a tile store.
 

@@ -268,7 +268,7 @@ def create_store(
     dates: Sequence[str | None],
     centres: np.ndarray,
     sources: Sequence[dict[str, Any]] = (),
-    units_per_chunk: int = 256,
+    units_per_chunk: int = 1024,
     nodata: float | None = None,
     extra_attrs: dict[str, Any] | None = None,
 ) -> TileStore:
@@ -284,7 +284,7 @@ def create_store(
         Recorded as group attributes so readers know where the pixels came from.
     centres : ndarray of shape (N, 2)
         Chip centres as map coordinates in ``crs``.
-    units_per_chunk : int, default=256
+    units_per_chunk : int, default=1024
         Units per chunk; a writer owns whole chunks.
     """
     n_units = len(unit_ids)

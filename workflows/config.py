@@ -59,7 +59,7 @@ class ChipsSection(_Section):
     size: int = Field(32, ge=1, le=4096)
     polygons: Literal["centroid", "bounds"] = "centroid"
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    units_per_chunk: int = Field(256, ge=1)
+    units_per_chunk: int = Field(1024, ge=1)
 
 
 class EncoderSection(_Section):
