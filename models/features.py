@@ -256,6 +256,18 @@ def prepare_encoder(
     return encoder
 
 
+def open_nonempty_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
+    """Open ``store`` (or take it as is) and refuse one with no units: nothing to encode."""
+    if not isinstance(store, TileStore):
+        store = open_store(store)
+    if store.n_units == 0:
+        raise NoUsableUnitsError(
+            f"Tile store '{store.path}' has no units, so there is nothing to encode. Check "
+            "the ingestion's skipped_units.csv and that the units overlap the imagery."
+        )
+    return store
+
+
 def encode_store(
     store: TileStore | str | os.PathLike[str],
     encoder: str | nn.Module,
@@ -318,13 +330,7 @@ def encode_store(
         If the encoder is unknown, its options or weights are wrong, or its bands differ
         from the store's.
     """
-    if not isinstance(store, TileStore):
-        store = open_store(store)
-    if store.n_units == 0:
-        raise NoUsableUnitsError(
-            f"Tile store '{store.path}' has no units, so there is nothing to encode. Check "
-            "the ingestion's skipped_units.csv and that the units overlap the imagery."
-        )
+    store = open_nonempty_store(store)
     if isinstance(encoder, str):
         encoder = prepare_encoder(store, encoder, options=options, weights=weights, seed=seed)
     mean = store.band_mean if mean is None else np.asarray(mean, dtype=np.float64)

@@ -27,8 +27,14 @@ import torch
 from torch import nn
 
 from models.featureio import METADATA_KEY, feature_columns
-from models.features import encode_range, feature_metadata, log_date_use, prepare_encoder
-from pipeline.errors import EncoderError, NoUsableUnitsError
+from models.features import (
+    encode_range,
+    feature_metadata,
+    log_date_use,
+    open_nonempty_store,
+    prepare_encoder,
+)
+from pipeline.errors import EncoderError
 from pipeline.store import TileStore, open_store
 
 __all__ = ["PartTask", "encode_part", "encode_store_parts", "plan_parts"]
@@ -146,13 +152,7 @@ def encode_store_parts(
         The written ``features.parquet``; its rows and metadata equal what
         ``encode_store`` followed by ``write_features`` gives.
     """
-    if not isinstance(store, TileStore):
-        store = open_store(store)
-    if store.n_units == 0:
-        raise NoUsableUnitsError(
-            f"Tile store '{store.path}' has no units, so there is nothing to encode. Check "
-            "the ingestion's skipped_units.csv and that the units overlap the imagery."
-        )
+    store = open_nonempty_store(store)
     encoder = (
         prepare_encoder(store, encoder_name, options=options, weights=weights, seed=seed)
         if isinstance(encoder_name, str)
