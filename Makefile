@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline models workflows tests benchmarks
+	$(VENV)/bin/ruff check eocausal pipeline simulator models workflows tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

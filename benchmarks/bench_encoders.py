@@ -36,12 +36,11 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
-
-from models.features import encode_store, prepare_encoder
-from models.loader import StoreBatches
-from models.probe import probe_world
-from pipeline.ingest import ingest
-from pipeline.store import open_store
+from eocausal.models.features.encode import encode_store, prepare_encoder
+from eocausal.models.features.loader import StoreBatches
+from eocausal.models.features.probe import probe_world
+from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT.parent / "shared" / "data" / "imagery" / "sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"

@@ -26,13 +26,12 @@ from importlib.metadata import version
 from typing import Any
 
 import numpy as np
+from eocausal.models.effects.estimate import estimate_effects
+from eocausal.models.effects.propensity import KnownPropensity
 from sklearn.decomposition import PCA
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
-
-from models.estimate import estimate_effects
-from models.propensity import KnownPropensity
 
 
 def simulate(n_units: int, n_features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,7 +79,7 @@ class _EconmlClock:
         self.seconds = 0.0
 
     def __enter__(self) -> _EconmlClock:
-        from models import cate
+        from eocausal.models.effects import cate
 
         self._saved = {n: getattr(cate, n) for n in self.names}
         for name, func in self._saved.items():
@@ -97,7 +96,7 @@ class _EconmlClock:
         return timed
 
     def __exit__(self, *exc: object) -> None:
-        from models import cate
+        from eocausal.models.effects import cate
 
         for name, func in self._saved.items():
             setattr(cate, name, func)

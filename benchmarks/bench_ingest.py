@@ -32,7 +32,7 @@ CHIP = 32
 
 def make_units(n: int, seed: int = 0) -> gpd.GeoDataFrame:
     """Random points well inside the Sentinel-2 scene (no edge effects in either loop)."""
-    from pipeline.units import UnitColumns, validate_units
+    from eocausal.pipeline.units import UnitColumns, validate_units
 
     rng = np.random.default_rng(seed)
     with rasterio.open(SENTINEL2) as src:
@@ -62,7 +62,7 @@ def bare_loop(units: gpd.GeoDataFrame) -> float:
 
 def pipeline_run(units: gpd.GeoDataFrame, out: Path, mapper=None) -> float:
     """Seconds for a fresh ingestion into ``out`` (any old store is removed untimed)."""
-    from pipeline.ingest import ingest
+    from eocausal.pipeline.ingest import ingest
 
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from workflows.cluster import partition_mapper
+    from eocausal.workflows.cluster import partition_mapper
 
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     rows = []

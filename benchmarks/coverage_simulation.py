@@ -19,11 +19,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from eocausal.models.effects.ate import estimate_ate
+from eocausal.models.effects.diagnostics import OverlapWarning
+from eocausal.models.effects.estimate import estimate_effects
+from eocausal.models.evaluation.compare import evaluate_heterogeneity
 
-from models.ate import estimate_ate
-from models.compare import evaluate_heterogeneity
-from models.diagnostics import OverlapWarning
-from models.estimate import estimate_effects
 from tests.models.worlds import small_world
 
 N_UNITS = 800

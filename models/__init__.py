@@ -1,7 +1,9 @@
 """Models: image encoders, the feature stage, causal estimators and their evaluation.
 
-Public names are loaded lazily (PEP 562): importing one estimator does not import torch.
-"""
+Two sides that never import each other: the image side (``encoders``, ``features``; torch)
+and the effect side (``effects``; scikit-learn, econml), with ``evaluation`` (RATE,
+calibration, plots) beside them. Public names load lazily (PEP 562): importing one estimator
+does not import torch."""
 
 from __future__ import annotations
 
@@ -9,24 +11,44 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_encoder": "encoders", "register_encoder": "encoders", "list_encoders": "encoders",
-    "RCF": "rcf",
-    "encode_chips": "features", "encode_store": "features", "prepare_encoder": "features",
-    "read_features": "features", "write_features": "features",
-    "estimate_effects": "estimate", "EffectEstimates": "estimate", "EffectModel": "estimate",
-    "KnownPropensity": "propensity",
-    "difference_in_means": "evaluate", "compare_with_truth": "evaluate",
-    "SequenceEncoder": "sequence", "encode_store_parts": "parts", "StoreBatches": "loader",
-    "crossfit_finetune": "finetune", "TrainSettings": "finetune", "Augment": "augment",
-    "linear_probe": "probe", "probe_world": "probe",
-    "CATE_METHODS": "cate", "estimate_ate": "ate", "AteReport": "ate",
-    "make_folds": "crossfit", "spatial_blocks": "crossfit",
-    "check_overlap": "diagnostics", "covariate_balance": "diagnostics",
-    "effective_sample_size": "diagnostics",
-    "rank_average_treatment_effect": "rate", "toc_curve": "rate",
-    "blp_test": "calibration", "gates": "calibration",
-    "compare_methods": "compare", "evaluate_heterogeneity": "compare",
-    "join_features": "inputs",
+    "build_encoder": "encoders.registry",
+    "register_encoder": "encoders.registry",
+    "list_encoders": "encoders.registry",
+    "RCF": "encoders.rcf",
+    "SequenceEncoder": "encoders.sequence",
+    "crossfit_finetune": "encoders.finetune",
+    "TrainSettings": "encoders.finetune",
+    "Augment": "encoders.augment",
+    "encode_chips": "features.encode",
+    "encode_store": "features.encode",
+    "prepare_encoder": "features.encode",
+    "read_features": "features.io",
+    "write_features": "features.io",
+    "encode_store_parts": "features.parts",
+    "StoreBatches": "features.loader",
+    "linear_probe": "features.probe",
+    "probe_world": "features.probe",
+    "estimate_effects": "effects.estimate",
+    "EffectEstimates": "effects.estimate",
+    "EffectModel": "effects.estimate",
+    "KnownPropensity": "effects.propensity",
+    "difference_in_means": "effects.checks",
+    "CATE_METHODS": "effects.cate",
+    "estimate_ate": "effects.ate",
+    "AteReport": "effects.ate",
+    "make_folds": "effects.crossfit",
+    "spatial_blocks": "effects.crossfit",
+    "check_overlap": "effects.diagnostics",
+    "covariate_balance": "effects.diagnostics",
+    "effective_sample_size": "effects.diagnostics",
+    "join_features": "effects.inputs",
+    "compare_with_truth": "evaluation.truth",
+    "rank_average_treatment_effect": "evaluation.rate",
+    "toc_curve": "evaluation.rate",
+    "blp_test": "evaluation.calibration",
+    "gates": "evaluation.calibration",
+    "compare_methods": "evaluation.compare",
+    "evaluate_heterogeneity": "evaluation.compare",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -34,8 +56,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'models' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"models.{_EXPORTS[name]}"), name)
+        raise AttributeError(f"module 'eocausal.models' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"eocausal.models.{_EXPORTS[name]}"), name)
 
 
 def __dir__() -> list[str]:

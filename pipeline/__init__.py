@@ -1,4 +1,4 @@
-"""Geo-ingestion: units and imagery in, a tile store out (plus the synthetic-world simulator).
+"""Geo-ingestion: units and imagery in, a tile store out.
 
 Public names are loaded lazily (PEP 562) so that a dask worker importing one module does
 not pay for all of them.
@@ -17,9 +17,6 @@ _EXPORTS = {
     "TileStore": "store", "ChipBatch": "store", "create_store": "store", "open_store": "store",
     "IngestResult": "ingest", "ingest": "ingest", "unit_centres": "ingest",
     "RegionGrid": "grid", "region_grid": "grid",
-    "WorldSpec": "world", "World": "world", "make_world": "world",
-    "true_cate_surface": "world",
-    "SimulatedWorld": "simulate", "simulate": "simulate", "write_world": "simulate",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -27,8 +24,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'pipeline' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"pipeline.{_EXPORTS[name]}"), name)
+        raise AttributeError(f"module 'eocausal.pipeline' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"eocausal.pipeline.{_EXPORTS[name]}"), name)
 
 
 def __dir__() -> list[str]:

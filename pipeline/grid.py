@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 from affine import Affine
+from eocausal.pipeline.imagery import RasterSource
 
-from pipeline.errors import ConfigError
-from pipeline.imagery import RasterSource
+from eocausal.errors import ConfigError
 
 __all__ = ["RegionGrid", "region_grid"]
 

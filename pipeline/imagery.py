@@ -20,7 +20,7 @@ import rasterio
 from affine import Affine
 from rasterio.errors import RasterioIOError
 
-from pipeline.errors import ConfigError, CRSMissingError, InputFileError, RasterReadError
+from eocausal.errors import ConfigError, CRSMissingError, InputFileError, RasterReadError
 
 __all__ = [
     "RasterSource",

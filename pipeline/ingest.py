@@ -24,18 +24,18 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-
-from pipeline.errors import ConfigError, NoUsableUnitsError
-from pipeline.imagery import (
+from eocausal.pipeline.imagery import (
     RasterSource,
     describe_raster,
     expand_imagery,
     group_by_date,
     resolve_bands,
 )
-from pipeline.partition import DateSource, PartitionTask, ingest_partition
-from pipeline.store import TileStore, consolidate, create_store, open_store
-from pipeline.target import TargetGrid, make_target_grid, plan_access
+from eocausal.pipeline.partition import DateSource, PartitionTask, ingest_partition
+from eocausal.pipeline.store import TileStore, consolidate, create_store, open_store
+from eocausal.pipeline.target import TargetGrid, make_target_grid, plan_access
+
+from eocausal.errors import ConfigError, NoUsableUnitsError
 
 __all__ = ["IngestResult", "ingest", "unit_centres"]
 

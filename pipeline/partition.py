@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+from eocausal.pipeline.chips import read_chip
+from eocausal.pipeline.store import open_store
+from eocausal.pipeline.target import SourceAccess, TargetGrid, vrt_transform
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
-
-from pipeline.chips import read_chip
-from pipeline.store import open_store
-from pipeline.target import SourceAccess, TargetGrid, vrt_transform
 
 __all__ = ["GDAL_ENV", "PartitionTask", "ingest_partition"]
 

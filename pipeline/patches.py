@@ -16,11 +16,11 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from eocausal.pipeline.imagery import file_sha256
+from eocausal.pipeline.ingest import IngestResult, unit_centres
+from eocausal.pipeline.store import consolidate, create_store
 
-from pipeline.errors import ConfigError, InputFileError, MissingColumnError
-from pipeline.imagery import file_sha256
-from pipeline.ingest import IngestResult, unit_centres
-from pipeline.store import consolidate, create_store
+from eocausal.errors import ConfigError, InputFileError, MissingColumnError
 
 __all__ = ["ingest_patches", "load_patches"]
 

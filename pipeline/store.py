@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from pipeline.errors import InputFileError
+from eocausal.errors import InputFileError
 
 __all__ = ["ChipBatch", "TileStore", "consolidate", "create_store", "open_store"]
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from eocausal.pipeline.imagery import RasterSource
 from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
-from pipeline.errors import ConfigError
-from pipeline.imagery import RasterSource
+from eocausal.errors import ConfigError
 
 __all__ = [
     "SourceAccess",

@@ -16,7 +16,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
+from eocausal.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
 
 __all__ = ["UnitColumns", "read_units", "validate_units"]
 

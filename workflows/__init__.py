@@ -18,8 +18,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'workflows' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"workflows.{_EXPORTS[name]}"), name)
+        raise AttributeError(f"module 'eocausal.workflows' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"eocausal.workflows.{_EXPORTS[name]}"), name)
 
 
 def __dir__() -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 import yaml
 
-from pipeline.errors import EocausalError
+from eocausal.errors import EocausalError
 
 __all__ = ["main", "cli"]
 
@@ -49,7 +49,7 @@ def _print_outputs(result: Any) -> None:
 
 
 def _run(config: Any, out: Path) -> None:
-    from workflows.runner import run_config
+    from eocausal.workflows.runner import run_config
 
     click.echo(f"Running '{config.name}' into {out}", err=True)
     result = run_config(config, out, echo=_echo, progress=sys.stderr.isatty())
@@ -65,7 +65,7 @@ def _run(config: Any, out: Path) -> None:
 @click.option("--workers", type=int, default=None, help="Workers for a LocalCluster.")
 def run(config_path: Path, out: Path | None, scheduler: str | None, workers: int | None) -> None:
     """Run every stage of CONFIG (a YAML file) into one run directory."""
-    from workflows.config import load_config
+    from eocausal.workflows.config import load_config
 
     config = load_config(config_path)
     if scheduler is not None:
@@ -83,9 +83,9 @@ def run(config_path: Path, out: Path | None, scheduler: str | None, workers: int
               help="Simulated design (default rct).")
 def demo(out: Path, n_units: int | None, design: str | None) -> None:
     """Simulate a world with known effects and run every stage on it."""
-    from workflows.config import config_from_dict
+    from eocausal.workflows.config import config_from_dict
 
-    data = yaml.safe_load(resources.files("configs").joinpath("demo.yaml").read_text())
+    data = yaml.safe_load(resources.files("eocausal.configs").joinpath("demo.yaml").read_text())
     if n_units is not None:
         data["simulate"]["n_units"] = n_units
     if design is not None:
@@ -97,7 +97,7 @@ def demo(out: Path, n_units: int | None, design: str | None) -> None:
 
 
 def _spec_options(func: Any) -> Any:
-    from pipeline.world import WorldSpec
+    from eocausal.simulator.world import WorldSpec
 
     for f in reversed(fields(WorldSpec)):
         if f.name in ("crs", "origin", "start_date"):
@@ -116,7 +116,7 @@ def _spec_options(func: Any) -> Any:
 @_spec_options
 def simulate(out: Path, **options: Any) -> None:
     """Write a synthetic world: GeoTIFF scene(s), units.gpkg, truth.parquet, truth.json."""
-    from pipeline.simulate import simulate as simulate_world
+    from eocausal.simulator.simulate import simulate as simulate_world
 
     world = simulate_world(out, **{k: v for k, v in options.items() if v is not None})
     click.echo(f"true ATE {world.ate:.3f}")
@@ -162,8 +162,8 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
            group: str | None, lon: str, lat: str, units_crs: str | None,
            scheduler: str | None, workers: int | None) -> None:
     """Cut a chip around every unit into a Zarr tile store (resumes an interrupted run)."""
-    from workflows.config import config_from_dict
-    from workflows.runner import ingest_units
+    from eocausal.workflows.config import config_from_dict
+    from eocausal.workflows.runner import ingest_units
 
     config = config_from_dict({
         "units": {"path": str(units_path), "id": id_col, "treatment": treatment,
@@ -174,7 +174,7 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
         "chips": {"size": chip_size, "min_valid_fraction": min_valid_fraction},
         "compute": {"scheduler": scheduler, "workers": workers},
     }, source="command line")
-    from workflows.cluster import partition_mapper
+    from eocausal.workflows.cluster import partition_mapper
 
     with partition_mapper(scheduler, workers, progress=sys.stderr.isatty()) as mapper:
         units, result = ingest_units(config, out, mapper)
@@ -185,8 +185,8 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
 
 
 def _register_stage_commands() -> None:
-    from workflows.cli_encode import encode
-    from workflows.cli_estimate import estimate
+    from eocausal.workflows.cli_encode import encode
+    from eocausal.workflows.cli_estimate import estimate
 
     cli.add_command(encode)
     cli.add_command(estimate)

@@ -15,7 +15,7 @@ import click
 import yaml
 from tqdm.auto import tqdm
 
-from pipeline.errors import ConfigError
+from eocausal.errors import ConfigError
 
 __all__ = ["encode", "parse_options"]
 
@@ -87,9 +87,15 @@ def encode(
     scheduler: str | None,
 ) -> None:
     """Encode every chip of the tile store STORE into a features file (--out)."""
-    from models.features import encode_store, prepare_encoder, resolve_device, write_features
-    from pipeline.errors import NoUsableUnitsError
-    from pipeline.store import open_store
+    from eocausal.models.features.encode import (
+        encode_store,
+        prepare_encoder,
+        resolve_device,
+        write_features,
+    )
+    from eocausal.pipeline.store import open_store
+
+    from eocausal.errors import NoUsableUnitsError
 
     options = parse_options(option_pairs)
     tiles = open_store(store)
@@ -118,8 +124,8 @@ def encode(
 
 def _encode_parts(tiles: Any, encoder: Any, encoder_name: str, out: Path, batch_size: int,
                   device: str, parts: int, scheduler: str | None) -> None:
-    from models.parts import encode_store_parts
-    from workflows.cluster import partition_mapper
+    from eocausal.models.features.parts import encode_store_parts
+    from eocausal.workflows.cluster import partition_mapper
 
     parts_dir = out.parent / f".{out.stem}_parts"
     with partition_mapper(scheduler, None, desc=f"encode ({encoder_name})") as mapper:

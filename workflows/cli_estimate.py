@@ -17,9 +17,9 @@ from typing import Any
 import click
 import numpy as np
 import pandas as pd
+from eocausal.models.effects.cate import CATE_METHODS
 
-from models.cate import CATE_METHODS
-from pipeline.errors import ConfigError, InputFileError, MissingColumnError
+from eocausal.errors import ConfigError, InputFileError, MissingColumnError
 
 __all__ = ["estimate"]
 
@@ -67,7 +67,7 @@ def _json_ready(value: Any) -> Any:
 
 def _groups(table: pd.DataFrame, group_column: str | None, block_size: float | None,
             xy: tuple[str, str], units_path: Path) -> np.ndarray | None:
-    from models.crossfit import spatial_blocks
+    from eocausal.models.effects.crossfit import spatial_blocks
 
     if group_column is not None and block_size is not None:
         raise ConfigError("give --group-column or --block-size, not both: folds follow one structure.")
@@ -81,7 +81,7 @@ def _groups(table: pd.DataFrame, group_column: str | None, block_size: float | N
 
 
 def _save_figures(out: Path, evaluation: Any, overlap: dict[str, Any] | None) -> list[Path]:
-    from models import plots
+    from eocausal.models.evaluation import plots
 
     figures = {}
     if overlap is not None:
@@ -141,10 +141,10 @@ def estimate(units_path: Path, features_path: Path, out: Path, design: str, meth
     by difference in means, Hajek IPW, AIPW, LinearDML, DRLearner), summary.json,
     estimator.joblib and figures/ (overlap, TOC, Qini, GATES, calibration).
     """
-    from models.ate import estimate_ate
-    from models.compare import evaluate_heterogeneity
-    from models.estimate import estimate_effects
-    from models.inputs import drop_incomplete, join_features
+    from eocausal.models.effects.ate import estimate_ate
+    from eocausal.models.effects.estimate import estimate_effects
+    from eocausal.models.effects.inputs import drop_incomplete, join_features
+    from eocausal.models.evaluation.compare import evaluate_heterogeneity
 
     units = _read_table(units_path, "units")
     features = _read_table(features_path, "features")

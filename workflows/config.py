@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import ConfigError, InputFileError
+from eocausal.errors import ConfigError, InputFileError
 
 __all__ = ["RunConfig", "load_config", "config_from_dict"]
 
@@ -117,7 +117,7 @@ class RunConfig(_Section):
             return value
         from dataclasses import fields
 
-        from pipeline.world import WorldSpec
+        from eocausal.simulator.world import WorldSpec
 
         valid = {f.name for f in fields(WorldSpec)}
         unknown = sorted(set(value) - valid)

@@ -17,24 +17,29 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+from eocausal.models.effects.estimate import EffectModel, estimate_effects
+from eocausal.models.evaluation.truth import compare_with_truth
+from eocausal.models.features.encode import (
+    encode_store,
+    prepare_encoder,
+    read_features,
+    write_features,
+)
+from eocausal.pipeline.grid import region_grid
+from eocausal.pipeline.imagery import describe_raster, expand_imagery
+from eocausal.pipeline.ingest import IngestResult, ingest
+from eocausal.pipeline.patches import ingest_patches
+from eocausal.pipeline.store import open_store
+from eocausal.pipeline.units import UnitColumns, read_units
+from eocausal.simulator.simulate import simulate
+from eocausal.workflows.cluster import Mapper, partition_mapper
+from eocausal.workflows.config import RunConfig
+from eocausal.workflows.manifest import Manifest
+from eocausal.workflows.maps import is_cog, plot_surface, write_cog
+from eocausal.workflows.report import write_report
 from tqdm.auto import tqdm
 
-from models.estimate import EffectModel, estimate_effects
-from models.evaluate import compare_with_truth
-from models.features import encode_store, prepare_encoder, read_features, write_features
-from pipeline.errors import ConfigError
-from pipeline.grid import region_grid
-from pipeline.imagery import describe_raster, expand_imagery
-from pipeline.ingest import IngestResult, ingest
-from pipeline.patches import ingest_patches
-from pipeline.simulate import simulate
-from pipeline.store import open_store
-from pipeline.units import UnitColumns, read_units
-from workflows.cluster import Mapper, partition_mapper
-from workflows.config import RunConfig
-from workflows.manifest import Manifest
-from workflows.maps import is_cog, plot_surface, write_cog
-from workflows.report import write_report
+from eocausal.errors import ConfigError
 
 __all__ = ["RunResult", "ingest_units", "run_config"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["models.ate", "models.calibration", "models.cate", "models.compare", "models.crossfit",
-           "models.diagnostics", "models.estimate", "models.inputs", "models.plots", "models.rate"]
+MODULES = ["eocausal.models.effects.ate", "eocausal.models.evaluation.calibration", "eocausal.models.effects.cate", "eocausal.models.evaluation.compare", "eocausal.models.effects.crossfit",
+           "eocausal.models.effects.diagnostics", "eocausal.models.effects.estimate", "eocausal.models.effects.inputs", "eocausal.models.evaluation.plots", "eocausal.models.evaluation.rate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

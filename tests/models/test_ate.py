@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from eocausal.models.effects.ate import aipw, dim, estimate_ate, hajek_ipw
+from eocausal.models.effects.checks import difference_in_means
+from eocausal.models.effects.crossfit import Nuisances
+from eocausal.models.effects.diagnostics import OverlapWarning
 
-from models.ate import aipw, dim, estimate_ate, hajek_ipw
-from models.crossfit import Nuisances
-from models.diagnostics import OverlapWarning
-from models.evaluate import difference_in_means
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 from tests.models.worlds import small_world
 
 T = np.array([1, 1, 0, 0])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from eocausal.models.evaluation.calibration import blp_test, gates
 
-from models.calibration import blp_test, gates
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 
 def trial(seed: int, n: int = 4000) -> dict[str, np.ndarray]:

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from eocausal.models.effects.crossfit import spatial_blocks
+from eocausal.models.effects.estimate import CATE_METHODS, EffectModel, estimate_effects
+from eocausal.models.evaluation.truth import compare_with_truth
 from scipy import stats
 
-from models.crossfit import spatial_blocks
-from models.estimate import CATE_METHODS, EffectModel, estimate_effects
-from models.evaluate import compare_with_truth
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 from tests.models.worlds import load_ihdp, small_world
 
 INTERVALS = {"causal_forest": "blb", "linear_dml": "statsmodels", "dr_learner": "statsmodels",

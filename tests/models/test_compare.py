@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from eocausal.models.effects.diagnostics import overlap_summary
+from eocausal.models.evaluation import plots
+from eocausal.models.evaluation.compare import compare_methods, evaluate_heterogeneity
 from matplotlib.figure import Figure
 
-from models import plots
-from models.compare import compare_methods, evaluate_heterogeneity
-from models.diagnostics import overlap_summary
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 from tests.models.worlds import small_world
 
 SETTINGS = {"n_components": None, "n_estimators": 100, "n_jobs": 2, "n_bootstrap": 100}

@@ -6,11 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from eocausal.models.effects.crossfit import (
+    cluster_se,
+    crossfit_nuisances,
+    make_folds,
+    spatial_blocks,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.crossfit import cluster_se, crossfit_nuisances, make_folds, spatial_blocks
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 
 def test_spatial_blocks_by_hand() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.diagnostics import (
+from eocausal.models.effects.diagnostics import (
     OverlapWarning,
     check_overlap,
     covariate_balance,
@@ -13,7 +12,8 @@ from models.diagnostics import (
     ipw_weights,
     overlap_summary,
 )
-from pipeline.errors import EstimationError
+
+from eocausal.errors import EstimationError
 
 
 def test_effective_sample_size_by_hand() -> None:

@@ -11,15 +11,20 @@ import pytest
 import rasterio
 import torch
 import torchvision
+from eocausal.models.encoders import registry as encoders
+from eocausal.models.encoders.rcf import RCF
+from eocausal.models.encoders.registry import (
+    adapt_first_conv,
+    build_encoder,
+    list_encoders,
+    register_encoder,
+)
+from eocausal.models.features.encode import encode_chips
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 from torch import nn
 
-from models import encoders
-from models.encoders import adapt_first_conv, build_encoder, list_encoders, register_encoder
-from models.features import encode_chips
-from models.rcf import RCF
-from pipeline.errors import EncoderError
+from eocausal.errors import EncoderError
 
 RASTERS = {
     "sentinel2": "sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif",
@@ -294,8 +299,7 @@ def test_settings_are_json_ready(tmp_path):
 def test_torchvision_weight_names_resolve_from_the_local_hub_cache(tmp_path, monkeypatch):
     import torch
     import torchvision
-
-    from models.encoders import resolve_weights
+    from eocausal.models.encoders.registry import resolve_weights
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     name = "ResNet18_Weights.IMAGENET1K_V1"

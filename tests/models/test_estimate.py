@@ -14,17 +14,18 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-
-from models.estimate import (
+from eocausal.models.effects.checks import difference_in_means
+from eocausal.models.effects.estimate import (
     EffectEstimates,
     EffectModel,
     KnownPropensity,
     ModelVersionWarning,
     estimate_effects,
 )
-from models.evaluate import compare_with_truth, difference_in_means
-from pipeline.errors import EstimationError, InputFileError
+from eocausal.models.evaluation.truth import compare_with_truth
+from scipy import stats
+
+from eocausal.errors import EstimationError, InputFileError
 
 N_UNITS = 1500
 
@@ -116,7 +117,7 @@ def test_known_propensity_returns_p() -> None:
 
 @pytest.mark.parametrize("p", [0.0, 1.0, 1.5])
 def test_known_propensity_rejects_p_outside_unit_interval(p: float) -> None:
-    with pytest.raises(ValueError, match="'p' parameter of KnownPropensity must be a float"):
+    with pytest.raises(ValueError, match="p must be a probability strictly between 0 and 1"):
         KnownPropensity(p).fit(np.zeros((2, 1)), [0, 1])
 
 
@@ -272,18 +273,17 @@ BAD_INPUTS = {
     ),
     "propensity above 1": (
         dict(settings={"propensity": 1.5}),
-        r"'propensity' parameter of EffectModel must be a float in the range \(0.0, 1.0\) "
-        r"or None. Got 1.5 instead",
+        r"invalid estimator setting: propensity=1.5: Input should be less than 1",
     ),
     "propensity at 0": (
         dict(settings={"propensity": 0.0}),
-        r"'propensity' parameter .* Got 0.0 instead",
+        r"propensity=0.0: Input should be greater than 0",
     ),
     "propensity in observational": (
         dict(settings={"propensity": 0.5, "design": "observational"}),
         "propensity=0.5 is a trial's known assignment probability; with design='observational'",
     ),
-    "unknown design": (dict(settings={"design": "quasi"}), "'design' parameter of EffectModel"),
+    "unknown design": (dict(settings={"design": "quasi"}), "design='quasi': Input should be 'rct' or 'observational'"),
     "n_estimators": (dict(settings={"n_estimators": 402}), "multiple of 4 .* got 402. Use 400"),
     "groups length": (
         dict(groups=np.zeros(5)),

@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from eocausal.models.effects.checks import check_treatment_outcome, difference_in_means
+from eocausal.models.evaluation.truth import compare_with_truth
 from scipy import stats
 
-from models.evaluate import check_treatment_outcome, compare_with_truth, difference_in_means
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 
 def test_difference_in_means_equals_hand_computation() -> None:

@@ -15,21 +15,21 @@ import rasterio
 import torch
 import torch.nn.functional as F
 import zarr
-from rasterio.windows import Window
-from torch import nn
-
-from models.encoders import build_encoder
-from models.features import (
+from eocausal.models.encoders.registry import build_encoder
+from eocausal.models.features.encode import (
     encode_chips,
     encode_store,
     normalize_chips,
     read_features,
     write_features,
 )
-from models.loader import StoreBatches
-from models.parts import encode_store_parts, plan_parts
-from pipeline.errors import EncoderError, NoUsableUnitsError
-from pipeline.store import TileStore, create_store
+from eocausal.models.features.loader import StoreBatches
+from eocausal.models.features.parts import encode_store_parts, plan_parts
+from eocausal.pipeline.store import TileStore, create_store
+from rasterio.windows import Window
+from torch import nn
+
+from eocausal.errors import EncoderError, NoUsableUnitsError
 
 SENTINEL2 = "sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
 

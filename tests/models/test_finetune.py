@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from eocausal.models.encoders.augment import Augment
+from eocausal.models.encoders.finetune import TrainSettings, crossfit_finetune, crossfit_folds
+from eocausal.models.encoders.sequence import date_mask
+from eocausal.models.features.loader import normalize_chips
 from sklearn.metrics import roc_auc_score
 
-from models.augment import Augment
-from models.finetune import TrainSettings, crossfit_finetune, crossfit_folds
-from models.loader import normalize_chips
-from models.sequence import date_mask
-from pipeline.errors import EncoderError
+from eocausal.errors import EncoderError
 
 FAST = TrainSettings(epochs=2, batch_size=16, patience=1)
 

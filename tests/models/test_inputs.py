@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from eocausal.models.effects.inputs import UnmatchedUnitsWarning, drop_incomplete, join_features
 
-from models.inputs import UnmatchedUnitsWarning, drop_incomplete, join_features
-from pipeline.errors import EstimationError, MissingColumnError
+from eocausal.errors import EstimationError, MissingColumnError
 
 
 def units() -> pd.DataFrame:

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from eocausal.models.features.probe import linear_probe, probe_world, spatial_blocks
 from sklearn.model_selection import KFold
-
-from models.probe import linear_probe, probe_world, spatial_blocks
 
 
 @pytest.fixture(autouse=True, scope="module")

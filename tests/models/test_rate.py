@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from eocausal.models.effects.crossfit import crossfit_nuisances, make_folds
+from eocausal.models.evaluation.rate import rank_average_treatment_effect, toc_curve
 
-from models.crossfit import crossfit_nuisances, make_folds
-from models.rate import rank_average_treatment_effect, toc_curve
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 from tests.models.worlds import small_world
 
 # Eight units. Sorted by priority (0.9, 0.8, ..., 0.1) their scores are 4, 5, 3, 2, 1, 0, -1, -2.

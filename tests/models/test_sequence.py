@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.windows import Window
-from torch import nn
-
-from models.encoders import build_encoder
-from models.features import encode_chips, encode_sequences, encode_store
-from models.sequence import (
+from eocausal.models.encoders.registry import build_encoder
+from eocausal.models.encoders.sequence import (
     AGGREGATIONS,
     AttentionPool,
     SequenceEncoder,
@@ -22,8 +18,12 @@ from models.sequence import (
     aggregated_size,
     date_mask,
 )
-from pipeline.errors import EncoderError
-from pipeline.store import create_store
+from eocausal.models.features.encode import encode_chips, encode_sequences, encode_store
+from eocausal.pipeline.store import create_store
+from rasterio.windows import Window
+from torch import nn
+
+from eocausal.errors import EncoderError
 
 SENTINEL2 = "sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
 EXACT = ["mean", "mean_diff", "mean_var"]
@@ -248,7 +248,7 @@ def test_encode_store_uses_every_date_for_a_sequence_encoder(s2_sequences, tmp_p
 def test_image_encoder_on_a_sequence_store_logs_first_date(s2_sequences, tmp_path, caplog):
     chips, valid = s2_sequences
     store = _store(tmp_path / "tiles.zarr", chips, valid)
-    with caplog.at_level(logging.WARNING, logger="models.features"):
+    with caplog.at_level(logging.WARNING, logger="eocausal.models.features.encode"):
         frame = encode_store(store, "rcf", options={"n_features": 16})
     assert "has 3 dates; encoder 'rcf' sees the first date (2016-01-12) only" in caplog.text
     expected = encode_chips(chips[:, 0], build_encoder("rcf", 6, n_features=16),

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from eocausal.models.effects.ate import estimate_ate
+from eocausal.models.effects.estimate import estimate_effects
 
-from models.ate import estimate_ate
-from models.estimate import estimate_effects
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 from tests.models.worlds import load_uganda
 
 COVARIATES = ["X1", "X3", "X5"]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from pipeline.world import World, WorldSpec, make_world
+from eocausal.simulator.world import World, WorldSpec, make_world
 
 
 def band_statistics(chips: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from eocausal.pipeline.chips import ChipGrid, chip_window, read_chip, window_overlap_fraction
 from hypothesis import given
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
-from pipeline.chips import ChipGrid, chip_window, read_chip, window_overlap_fraction
 from tests.conftest import LANDSAT8, RGB_BYTE, SENTINEL2
 
 

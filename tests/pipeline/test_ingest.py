@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.store import STATS_STRIDE, open_store
+from eocausal.pipeline.units import UnitColumns, validate_units
 from pyproj import Transformer
 from rasterio.windows import Window
 
-from pipeline.errors import CRSMissingError, NoUsableUnitsError, RasterReadError
-from pipeline.ingest import ingest
-from pipeline.store import STATS_STRIDE, open_store
-from pipeline.units import UnitColumns, validate_units
+from eocausal.errors import CRSMissingError, NoUsableUnitsError, RasterReadError
 from tests.conftest import LANDSAT8, RGB_BYTE, SENTINEL2
 
 

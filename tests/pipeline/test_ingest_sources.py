@@ -5,13 +5,13 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import rasterio
+from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.patches import ingest_patches
+from eocausal.pipeline.store import open_store
+from eocausal.pipeline.units import UnitColumns, read_units, validate_units
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from pipeline.ingest import ingest
-from pipeline.patches import ingest_patches
-from pipeline.store import open_store
-from pipeline.units import UnitColumns, read_units, validate_units
 from tests.conftest import DATA, IMAGERY, LANDSAT8, RMNP_4326, SENTINEL2
 
 UGANDA_UNITS = DATA / "rct_geo" / "causalimages_uganda_units.csv"

@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 import pytest
+from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.store import open_store
+from eocausal.pipeline.units import read_units
 
-from pipeline.errors import RasterReadError
-from pipeline.ingest import ingest
-from pipeline.store import open_store
-from pipeline.units import read_units
+from eocausal.errors import RasterReadError
 from tests.conftest import ROOT, SENTINEL2
 
 N_UNITS, PER_CHUNK = 1500, 50
@@ -23,8 +23,8 @@ N_UNITS, PER_CHUNK = 1500, 50
 SCRIPT = textwrap.dedent("""
     import sys, time
     import geopandas as gpd
-    from pipeline.ingest import ingest
-    from pipeline.units import UnitColumns, validate_units
+    from eocausal.pipeline.ingest import ingest
+    from eocausal.pipeline.units import UnitColumns, validate_units
 
     units_path, out = sys.argv[1], sys.argv[2]
     units = validate_units(gpd.read_file(units_path), UnitColumns())

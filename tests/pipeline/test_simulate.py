@@ -11,11 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from rasterio.transform import rowcol
-
-from pipeline.errors import ConfigError
-from pipeline.simulate import simulate, write_world
-from pipeline.world import (
+from eocausal.simulator.simulate import simulate, write_world
+from eocausal.simulator.world import (
     BASE_ATE,
     FACTOR_NAMES,
     WorldSpec,
@@ -23,6 +20,9 @@ from pipeline.world import (
     make_world,
     true_cate_surface,
 )
+from rasterio.transform import rowcol
+
+from eocausal.errors import ConfigError
 
 SMALL = {"scene_size": 128, "n_units": 300}
 WATER, VEG = FACTOR_NAMES.index("water"), FACTOR_NAMES.index("vegetation")

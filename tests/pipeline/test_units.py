@@ -6,9 +6,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from eocausal.pipeline.units import UnitColumns, read_units
 
-from pipeline.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
-from pipeline.units import UnitColumns, read_units
+from eocausal.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
 from tests.conftest import DATA
 
 UGANDA = DATA / "rct_geo" / "causalimages_uganda_units.csv"

@@ -8,8 +8,7 @@ import sys
 import geopandas as gpd
 import pytest
 import yaml
-
-from workflows.cli import main
+from eocausal.workflows.cli import main
 
 SIM = ["--n-units", "60", "--scene-size", "96", "--chip-size", "16", "--seed", "1"]
 
@@ -89,7 +88,7 @@ def test_bad_simulate_option(tmp_path, capsys):
 
 
 def test_console_script_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "workflows.cli", "run", str(tmp_path / "x.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "eocausal.workflows.cli", "run", str(tmp_path / "x.yaml")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: Config file")
@@ -102,7 +101,7 @@ def test_ingest_command_writes_store_and_skipped_list(tmp_path, world, capsys):
                  "--bands", "B04,B03", "--scheduler", "synchronous"]) == 0
     printed = capsys.readouterr().out
     assert "60 of 60 units have a usable chip" in printed
-    from pipeline.store import open_store
+    from eocausal.pipeline.store import open_store
 
     assert open_store(out).band_names == ["B04", "B03"]
     assert (tmp_path / "store" / "skipped_units.csv").exists()
@@ -114,7 +113,7 @@ def test_ingest_command_on_a_local_cluster_matches_in_process(tmp_path, world):
     assert main([*args, "--out", str(tmp_path / "a.zarr"), "--scheduler", "synchronous"]) == 0
     assert main([*args, "--out", str(tmp_path / "b.zarr"), "--scheduler", "local",
                  "--workers", "2"]) == 0
-    from pipeline.store import open_store
+    from eocausal.pipeline.store import open_store
 
     a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
     assert (a.chips[:] == b.chips[:]).all() and (a.unit_ids == b.unit_ids).all()

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from eocausal.workflows.cli_estimate import estimate
 
-from pipeline.errors import EstimationError, InputFileError, MissingColumnError
+from eocausal.errors import EstimationError, InputFileError, MissingColumnError
 from tests.models.worlds import band_statistics
-from workflows.cli_estimate import estimate
 
 
 @pytest.fixture(scope="module")

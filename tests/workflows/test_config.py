@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from eocausal.workflows.config import RunConfig, config_from_dict, load_config
 
-from pipeline.errors import ConfigError, InputFileError
-from workflows.config import RunConfig, config_from_dict, load_config
+from eocausal.errors import ConfigError, InputFileError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from workflows.cli import main
+from eocausal.workflows.cli import main
 
 
 def test_demo_recovers_the_true_effects(tmp_path, capsys):

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 import rasterio
 import xarray as xr
-
-from models.features import read_features
-from workflows.config import config_from_dict
-from workflows.maps import is_cog
-from workflows.runner import run_config
+from eocausal.models.features.encode import read_features
+from eocausal.workflows.config import config_from_dict
+from eocausal.workflows.maps import is_cog
+from eocausal.workflows.runner import run_config
 
 SMALL = {
     "name": "small",

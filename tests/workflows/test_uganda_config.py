@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import geopandas as gpd
+from eocausal.workflows.config import load_config
+from eocausal.workflows.runner import run_config
 
 from tests.conftest import ROOT
-from workflows.config import load_config
-from workflows.runner import run_config
 
 
 def test_uganda_config_runs_with_grouped_folds(tmp_path, data_dir):

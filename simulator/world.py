@@ -21,7 +21,7 @@ from affine import Affine
 from scipy import ndimage, special
 from scipy.cluster import vq
 
-from pipeline.errors import ConfigError
+from eocausal.errors import ConfigError
 
 __all__ = ["BASE_ATE", "FACTOR_NAMES", "World", "WorldSpec", "band_names", "make_world",
            "true_cate_surface"]

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from eocausal.models.encoders.rcf import RCF
+from eocausal.models.encoders.registry import build_encoder, factory_options, list_encoders
+from eocausal.models.encoders.sequence import SequenceEncoder, date_mask
+from eocausal.models.features.io import feature_columns, read_features, write_features
+from eocausal.models.features.loader import StoreBatches, normalize_chips, store_loader
+from eocausal.pipeline.store import TileStore, open_store
 from torch import nn
 
-from models.encoders import build_encoder, factory_options, list_encoders
-from models.featureio import feature_columns, read_features, write_features
-from models.loader import StoreBatches, normalize_chips, store_loader
-from models.rcf import RCF
-from models.sequence import SequenceEncoder, date_mask
-from pipeline.errors import EncoderError, NoUsableUnitsError
-from pipeline.store import TileStore, open_store
+from eocausal.errors import EncoderError, NoUsableUnitsError
 
 __all__ = [
     "encode_chips",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import EncoderError
+from eocausal.errors import EncoderError
 
 __all__ = [
     "AGGREGATIONS",

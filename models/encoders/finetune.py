@@ -30,16 +30,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from eocausal.models.encoders.augment import Augment
+from eocausal.models.encoders.registry import ResNetEncoder
+from eocausal.models.encoders.sequence import SequenceEncoder, date_mask
+from eocausal.models.features.encode import resolve_device
+from eocausal.models.features.loader import normalize_chips
 from scipy import special
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold
 from torch import nn
 
-from models.augment import Augment
-from models.encoders import ResNetEncoder
-from models.features import resolve_device
-from models.loader import normalize_chips
-from models.sequence import SequenceEncoder, date_mask
-from pipeline.errors import EncoderError
+from eocausal.errors import EncoderError
 
 __all__ = ["ARCHITECTURES", "CrossFitResult", "SmallCNN", "TrainSettings", "crossfit_finetune",
            "crossfit_folds"]

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
+from eocausal.models.encoders.rcf import RCF
+from eocausal.models.encoders.sequence import SequenceEncoder
+from eocausal.pipeline.imagery import file_sha256
 from torch import nn
 
-from models.rcf import RCF
-from models.sequence import SequenceEncoder
-from pipeline.errors import EncoderError, InputFileError
-from pipeline.imagery import file_sha256
+from eocausal.errors import EncoderError, InputFileError
 
 __all__ = [
     "ResNetEncoder",

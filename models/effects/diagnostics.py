@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = [
     "OverlapWarning",

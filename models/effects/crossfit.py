@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from eocausal.models.effects.propensity import make_propensity_model
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -26,8 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from models.propensity import make_propensity_model
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = [
     "Folds",

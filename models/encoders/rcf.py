@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import EncoderError
+from eocausal.errors import EncoderError
 
 __all__ = ["RCF", "sample_patches", "zca_whitening"]
 

@@ -26,7 +26,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = ["BlpResult", "GatesResult", "blp_test", "gates"]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from eocausal.pipeline.store import TileStore, open_store
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.errors import EncoderError
-from pipeline.store import TileStore, open_store
+from eocausal.errors import EncoderError
 
 __all__ = ["StoreBatch", "StoreBatches", "normalize_chips", "store_loader"]
 

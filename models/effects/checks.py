@@ -1,24 +1,22 @@
-"""Baselines and known-truth checks for effect estimates.
+"""Input checks shared by every estimator, and the difference-in-means baseline.
 
 The difference in means is the estimate a reader trusts without a model, so every run
-reports it next to the forest's. On simulated or semi-simulated data (IHDP) the truth is
-known, and :func:`compare_with_truth` turns an estimate into JSON-ready error metrics for
-``summary.json``.
+reports it next to the forest's; the checks make a user's mistake read the same wherever
+it is caught.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
-__all__ = ["check_treatment_outcome", "compare_with_truth", "difference_in_means", "first_rows"]
+__all__ = ["as_matrix", "check_treatment_outcome", "difference_in_means", "first_rows"]
 
 
 def first_rows(mask: NDArray[np.bool_], limit: int = 5) -> str:
@@ -113,79 +111,32 @@ def difference_in_means(treatment: ArrayLike, outcome: ArrayLike, *, alpha: floa
     return {"estimate": estimate, "se": se, "lo": estimate - half, "hi": estimate + half}
 
 
-def _get(estimates: Any, name: str) -> Any:
-    if isinstance(estimates, Mapping):
-        return estimates.get(name)
-    return getattr(estimates, name, None)
+def as_matrix(
+    values: Any, name: str, n_units: int | None = None, reference: str = "treatment"
+) -> tuple[NDArray[np.float64], list[str] | None]:
+    """2-D finite float matrix and its column names (data frames only), else EstimationError.
 
-
-def _num(value: float) -> float | None:
-    """Plain float, or None where the value is not finite (JSON has no NaN)."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def compare_with_truth(
-    estimates: Any, true_ate: float, true_cate: ArrayLike | None = None
-) -> dict[str, float | bool | None]:
-    """Error metrics of an estimate against a known true effect.
-
-    Parameters
-    ----------
-    estimates : EffectEstimates or mapping
-        Anything with ``ate``, ``ate_lo``, ``ate_hi`` and, for the per-unit metrics, ``cate``
-        of shape (n_units,). An optional ``naive`` (a float, or a dict with ``estimate``)
-        enables ``naive_ate_error`` and ``bias_removed_fraction``.
-    true_ate : float
-        The true average effect on the same units.
-    true_cate : array-like of shape (n_units,), default=None
-        The true per-unit effects; without it the per-unit metrics are None.
-
-    Returns
-    -------
-    metrics : dict
-        ``ate_error`` (estimate minus truth), ``abs_ate_error``, ``interval_covers_truth``,
-        ``spearman_cate``, ``pearson_cate``, ``root_pehe`` (root mean squared CATE error),
-        ``naive_ate_error`` and ``bias_removed_fraction`` (``1 - |ate_error| / |naive
-        error|``, None when the naive error is zero). Plain floats, bools and None, ready for
-        ``json.dump``.
-
-    Raises
-    ------
-    EstimationError
-        If ``cate`` and ``true_cate`` differ in length.
+    Shared by every estimator that takes features or covariates, so their errors read alike.
     """
-    ate, lo, hi = (float(_get(estimates, k)) for k in ("ate", "ate_lo", "ate_hi"))
-    true_ate = float(true_ate)
-    ate_error = ate - true_ate
-    metrics: dict[str, float | bool | None] = {
-        "ate_error": ate_error,
-        "abs_ate_error": abs(ate_error),
-        "interval_covers_truth": bool(lo <= true_ate <= hi),
-        "spearman_cate": None,
-        "pearson_cate": None,
-        "root_pehe": None,
-        "naive_ate_error": None,
-        "bias_removed_fraction": None,
-    }
-    cate = _get(estimates, "cate")
-    if true_cate is not None and cate is not None:
-        cate = np.asarray(cate, dtype=float).ravel()
-        truth = np.asarray(true_cate, dtype=float).ravel()
-        if cate.shape != truth.shape:
-            raise EstimationError(
-                f"estimated CATE has {cate.size} values but true_cate has {truth.size}; "
-                "compare effects on the same units."
-            )
-        if np.ptp(cate) > 0 and np.ptp(truth) > 0:
-            metrics["spearman_cate"] = _num(stats.spearmanr(cate, truth).statistic)
-            metrics["pearson_cate"] = _num(stats.pearsonr(cate, truth).statistic)
-        metrics["root_pehe"] = float(np.sqrt(np.mean((cate - truth) ** 2)))
-    naive = _get(estimates, "naive")
-    if naive is not None:
-        naive_estimate = naive["estimate"] if isinstance(naive, Mapping) else naive
-        naive_error = float(naive_estimate) - true_ate
-        metrics["naive_ate_error"] = naive_error
-        if naive_error != 0.0:
-            metrics["bias_removed_fraction"] = 1.0 - abs(ate_error) / abs(naive_error)
-    return metrics
+    columns = getattr(values, "columns", None)
+    try:
+        matrix = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise EstimationError(f"{name} must be numeric; conversion to float failed: {exc}.") from exc
+    if matrix.ndim != 2:
+        raise EstimationError(
+            f"{name} must be 2-D of shape (n_units, n_columns); got shape {matrix.shape}. "
+            "Reshape a single column with values.reshape(-1, 1)."
+        )
+    if n_units is not None and matrix.shape[0] != n_units:
+        raise EstimationError(
+            f"{name} has {matrix.shape[0]} rows but {reference} has {n_units}; "
+            "give one row per unit, in the same order."
+        )
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise EstimationError(
+            f"{name} has NaN or infinite values in {int(bad.sum())} rows (rows {first_rows(bad)}); "
+            "drop those units or impute the values first."
+        )
+    return matrix, None if columns is None else [str(c) for c in columns]

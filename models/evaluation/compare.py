@@ -17,15 +17,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from eocausal.models.effects import cate as cate_methods
+from eocausal.models.effects.checks import check_treatment_outcome
+from eocausal.models.effects.crossfit import Folds, crossfit_nuisances, make_folds
+from eocausal.models.effects.estimate import EffectModel
+from eocausal.models.effects.settings import DEFAULT_SETTINGS as _D
+from eocausal.models.evaluation.calibration import BlpResult, GatesResult, blp_test, gates
+from eocausal.models.evaluation.rate import DEFAULT_Q, RateResult, rank_average_treatment_effect
+from eocausal.models.evaluation.truth import compare_with_truth
 from numpy.typing import ArrayLike, NDArray
 
-from models import cate as cate_methods
-from models.calibration import BlpResult, GatesResult, blp_test, gates
-from models.crossfit import Folds, crossfit_nuisances, make_folds
-from models.estimate import EffectModel
-from models.evaluate import check_treatment_outcome, compare_with_truth
-from models.rate import DEFAULT_Q, RateResult, rank_average_treatment_effect
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = ["HeterogeneityReport", "compare_methods", "crossfit_cate", "evaluate_heterogeneity"]
 
@@ -120,7 +122,8 @@ def evaluate_heterogeneity(
     features: ArrayLike, treatment: ArrayLike, outcome: ArrayLike, *,
     covariates: ArrayLike | None = None, method: str = "causal_forest", design: str = "rct",
     propensity: float | None = None, groups: ArrayLike | None = None, cv: int = 3,
-    n_components: int | None = 20, n_estimators: int = 200, min_samples_leaf: int = 5,
+    n_components: int | None = _D.n_components, n_estimators: int = _D.n_estimators,
+    min_samples_leaf: int = _D.min_samples_leaf,
     degree: int = 1, n_bootstrap: int = 200, n_groups: int = 5, q: ArrayLike = DEFAULT_Q,
     n_jobs: int | None = -1, random_state: int | None = 0,
 ) -> HeterogeneityReport:
@@ -155,8 +158,9 @@ def compare_methods(
     features: ArrayLike, treatment: ArrayLike, outcome: ArrayLike, *,
     methods: list[str] | tuple[str, ...] = ("causal_forest", "dr_learner", "linear_dml", "t_learner"),
     covariates: ArrayLike | None = None, design: str = "rct", propensity: float | None = None,
-    groups: ArrayLike | None = None, cv: int = 3, n_components: int | None = 20,
-    n_estimators: int = 200, min_samples_leaf: int = 5, degree: int = 1, n_bootstrap: int = 200,
+    groups: ArrayLike | None = None, cv: int = _D.cv, n_components: int | None = _D.n_components,
+    n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
+    degree: int = _D.degree, n_bootstrap: int = 200,
     evaluate: bool = True, true_cate: ArrayLike | None = None, n_jobs: int | None = -1,
     random_state: int | None = 0,
 ) -> pd.DataFrame:

@@ -18,10 +18,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import _num_samples, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = ["KnownPropensity", "make_propensity_model"]
 
@@ -44,10 +43,6 @@ class KnownPropensity(ClassifierMixin, BaseEstimator):
         The two treatment values seen in ``fit``.
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {
-        "p": [Interval(Real, 0, 1, closed="neither")],
-    }
-
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
@@ -67,7 +62,10 @@ class KnownPropensity(ClassifierMixin, BaseEstimator):
         -------
         self : KnownPropensity
         """
-        self._validate_params()
+        if not isinstance(self.p, Real) or not 0.0 < float(self.p) < 1.0:
+            raise EstimationError(
+                f"KnownPropensity p must be a probability strictly between 0 and 1; got {self.p!r}."
+            )
         classes = np.unique(np.asarray(y))
         if classes.size != 2:
             raise EstimationError(
@@ -85,7 +83,7 @@ class KnownPropensity(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, 2)
         """
         check_is_fitted(self)
-        n_samples = _num_samples(X)
+        n_samples = len(X)
         return np.tile([1.0 - self.p, self.p], (n_samples, 1))
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:

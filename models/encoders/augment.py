@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.errors import EncoderError
+from eocausal.errors import EncoderError
 
 __all__ = ["Augment"]
 

@@ -28,7 +28,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = ["RateResult", "rank_average_treatment_effect", "toc_curve"]
 

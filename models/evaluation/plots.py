@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from eocausal.models.evaluation.calibration import GatesResult
+from eocausal.models.evaluation.rate import RateResult
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
-from models.calibration import GatesResult
-from models.rate import RateResult
 
 __all__ = ["plot_calibration", "plot_gates", "plot_overlap", "plot_toc"]
 

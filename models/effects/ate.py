@@ -18,11 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike, NDArray
-from scipy import stats
-from threadpoolctl import threadpool_limits
-
-from models.crossfit import (
+from eocausal.models.effects.checks import as_matrix, check_treatment_outcome, difference_in_means
+from eocausal.models.effects.crossfit import (
     Folds,
     Nuisances,
     cluster_se,
@@ -30,10 +27,13 @@ from models.crossfit import (
     make_folds,
     make_outcome_model,
 )
-from models.diagnostics import check_overlap, covariate_balance
-from models.evaluate import check_treatment_outcome, difference_in_means
-from models.propensity import KnownPropensity, make_propensity_model
-from pipeline.errors import EstimationError
+from eocausal.models.effects.diagnostics import check_overlap, covariate_balance
+from eocausal.models.effects.propensity import KnownPropensity, make_propensity_model
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+from threadpoolctl import threadpool_limits
+
+from eocausal.errors import EstimationError
 
 __all__ = ["ATE_METHODS", "AteEstimate", "AteReport", "aipw", "dim", "estimate_ate", "hajek_ipw"]
 
@@ -280,9 +280,7 @@ def estimate_ate(
     _check_threshold("trim", trim)
     _check_threshold("clip", clip)
     t, y = check_treatment_outcome(treatment, outcome)
-    from models.estimate import _as_matrix  # shared validation of 2-D inputs
-
-    M, names = _as_matrix(X, "X", t.size)
+    M, names = as_matrix(X, "X", t.size)
     clusters = None if groups is None else np.asarray(groups)
     known = (float(t.mean()) if propensity is None else float(propensity)) if design == "rct" else None
     folds = make_folds(t, cv=cv, groups=clusters, random_state=random_state)

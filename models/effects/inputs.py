@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from pipeline.errors import EstimationError, MissingColumnError
+from eocausal.errors import EstimationError, MissingColumnError
 
 __all__ = ["UnmatchedUnitsWarning", "drop_incomplete", "join_features"]
 

@@ -20,18 +20,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from eocausal.models.features.encode import encode_store
+from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.units import read_units
+from eocausal.simulator.simulate import simulate
+from eocausal.simulator.world import FACTOR_NAMES
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.features import encode_store
-from pipeline.errors import EncoderError
-from pipeline.ingest import ingest
-from pipeline.simulate import simulate
-from pipeline.units import read_units
-from pipeline.world import FACTOR_NAMES
+from eocausal.errors import EncoderError
 
 __all__ = ["ALPHAS", "linear_probe", "probe_world", "spatial_blocks"]
 

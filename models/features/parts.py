@@ -24,18 +24,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch import nn
-
-from models.featureio import METADATA_KEY, feature_columns
-from models.features import (
+from eocausal.models.features.encode import (
     encode_range,
     feature_metadata,
     log_date_use,
     open_nonempty_store,
     prepare_encoder,
 )
-from pipeline.errors import EncoderError
-from pipeline.store import TileStore, open_store
+from eocausal.models.features.io import METADATA_KEY, feature_columns
+from eocausal.pipeline.store import TileStore, open_store
+from torch import nn
+
+from eocausal.errors import EncoderError
 
 __all__ = ["PartTask", "encode_part", "encode_store_parts", "plan_parts"]
 

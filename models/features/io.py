@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import EncoderError, InputFileError
+from eocausal.errors import EncoderError, InputFileError
 
 __all__ = ["METADATA_KEY", "feature_columns", "read_features", "write_features"]
 

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import rasterio
+from eocausal.simulator.world import BASE_ATE, World, WorldSpec, make_world, true_cate_surface
 
-from pipeline.errors import ConfigError
-from pipeline.world import BASE_ATE, World, WorldSpec, make_world, true_cate_surface
+from eocausal.errors import ConfigError
 
 __all__ = ["SimulatedWorld", "scene_file_name", "simulate", "write_world"]
 

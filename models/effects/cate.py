@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from eocausal.models.effects.propensity import KnownPropensity, make_propensity_model
+from eocausal.models.effects.settings import CATE_METHOD_NAMES
 from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.preprocessing import PolynomialFeatures
 from threadpoolctl import threadpool_limits
 
-from models.propensity import KnownPropensity, make_propensity_model
-from pipeline.errors import EstimationError
+from eocausal.errors import EstimationError
 
 __all__ = ["CATE_METHODS", "CateMethod", "cate_ate", "check_method", "fit_cate", "predict_cate"]
 
@@ -60,6 +61,9 @@ CATE_METHODS: dict[str, CateMethod] = {m.name: m for m in (
     CateMethod("t_learner", "bootstrap", "aipw", False),
     CateMethod("s_learner", "bootstrap", "aipw", False),
 )}
+
+
+assert tuple(CATE_METHODS) == CATE_METHOD_NAMES, "settings.CATE_METHOD_NAMES must list the registry"
 
 
 def check_method(method: Any) -> CateMethod:

@@ -15,24 +15,25 @@ import logging
 import warnings
 from dataclasses import dataclass, field, fields
 from importlib.metadata import version
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
+from eocausal.models.effects import cate as cate_methods
+from eocausal.models.effects.checks import as_matrix, check_treatment_outcome, difference_in_means
+from eocausal.models.effects.propensity import KnownPropensity
+from eocausal.models.effects.settings import DEFAULT_SETTINGS as _D
+from eocausal.models.effects.settings import EffectSettings, check_settings
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from models import cate as cate_methods
-from models.evaluate import check_treatment_outcome, difference_in_means, first_rows
-from models.propensity import KnownPropensity
-from pipeline.errors import EstimationError, InputFileError
+from eocausal.errors import EstimationError, InputFileError
 
 __all__ = ["CATE_METHODS", "EffectEstimates", "EffectModel", "KnownPropensity", "ModelVersionWarning",
            "estimate_effects"]
@@ -100,34 +101,6 @@ class EffectEstimates:
         """The scalar results as plain Python values, for ``summary.json``."""
         skip = ("cate", "cate_lo", "cate_hi", "model")
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-
-
-def _as_matrix(
-    values: Any, name: str, n_units: int | None = None, reference: str = "treatment"
-) -> tuple[NDArray[np.float64], list[str] | None]:
-    """2-D finite float matrix and its column names (data frames only), else EstimationError."""
-    columns = getattr(values, "columns", None)
-    try:
-        matrix = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise EstimationError(f"{name} must be numeric; conversion to float failed: {exc}.") from exc
-    if matrix.ndim != 2:
-        raise EstimationError(
-            f"{name} must be 2-D of shape (n_units, n_columns); got shape {matrix.shape}. "
-            "Reshape a single column with values.reshape(-1, 1)."
-        )
-    if n_units is not None and matrix.shape[0] != n_units:
-        raise EstimationError(
-            f"{name} has {matrix.shape[0]} rows but {reference} has {n_units}; "
-            "give one row per unit, in the same order."
-        )
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        raise EstimationError(
-            f"{name} has NaN or infinite values in {int(bad.sum())} rows (rows {first_rows(bad)}); "
-            "drop those units or impute the values first."
-        )
-    return matrix, None if columns is None else [str(c) for c in columns]
 
 
 def _check_columns(
@@ -200,27 +173,13 @@ class EffectModel(BaseEstimator):
     estimates_ : EffectEstimates
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {
-        "design": [StrOptions({"rct", "observational"})],
-        "propensity": [Interval(Real, 0, 1, closed="neither"), None],
-        "method": [StrOptions(set(cate_methods.CATE_METHODS))],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "n_estimators": [Interval(Integral, 4, None, closed="left")],
-        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
-        "cv": [Interval(Integral, 2, None, closed="left")],
-        "n_jobs": [Integral, None],
-        "random_state": ["random_state"],
-        "degree": [Interval(Integral, 1, 3, closed="both")],
-        "n_bootstrap": [Interval(Integral, 0, None, closed="left")],
-        "diagnostics": ["boolean"],
-    }
-
     def __init__(
-        self, *, design: str = "rct", propensity: float | None = None,
-        method: str = "causal_forest", n_components: int | None = 20, n_estimators: int = 400,
-        min_samples_leaf: int = 5, cv: int = 3, n_jobs: int | None = -1,
-        random_state: int | np.random.RandomState | None = 0, degree: int = 1,
-        n_bootstrap: int = 0, diagnostics: bool = False,
+        self, *, design: str = _D.design, propensity: float | None = _D.propensity,
+        method: str = _D.method, n_components: int | None = _D.n_components,
+        n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
+        cv: int = _D.cv, n_jobs: int | None = -1,
+        random_state: int | np.random.RandomState | None = 0, degree: int = _D.degree,
+        n_bootstrap: int = _D.n_bootstrap, diagnostics: bool = False,
     ) -> None:
         self.design = design
         self.propensity = propensity
@@ -237,15 +196,14 @@ class EffectModel(BaseEstimator):
 
     def _check_settings(self) -> None:
         cate_methods.check_method(self.method)  # lists the valid names
-        try:
-            self._validate_params()
-        except InvalidParameterError as exc:
-            raise EstimationError(f"{exc} Change the setting and run again.") from exc
-        if self.n_estimators % 4:
+        if isinstance(self.n_estimators, int) and self.n_estimators >= 4 and self.n_estimators % 4:
             raise EstimationError(
                 f"n_estimators must be a multiple of 4 (the forest's subforest size); got "
                 f"{self.n_estimators}. Use {self.n_estimators - self.n_estimators % 4}."
             )
+        check_settings(**{name: getattr(self, name) for name in EffectSettings.model_fields})
+        if self.n_jobs is not None and not isinstance(self.n_jobs, Integral):
+            raise EstimationError(f"n_jobs must be an integer or None; got {self.n_jobs!r}.")
         if self.propensity is not None and self.design != "rct":
             raise EstimationError(
                 f"propensity={self.propensity} is a trial's known assignment probability; with "
@@ -255,7 +213,7 @@ class EffectModel(BaseEstimator):
     def _design_matrix(self, features: Any, covariates: Any, n_units: int | None) -> NDArray[np.float64]:
         """Scale, reduce and join features and covariates; learns the transform when fitting."""
         fitting = n_units is not None
-        F, names = _as_matrix(features, "features", n_units)
+        F, names = as_matrix(features, "features", n_units)
         if fitting:
             self.n_features_in_, self.feature_names_in_ = F.shape[1], names
             self.scaler_ = StandardScaler().fit(F)
@@ -281,7 +239,7 @@ class EffectModel(BaseEstimator):
                     "covariates for these units."
                 )
             return X
-        C, names = _as_matrix(covariates, "covariates", F.shape[0], reference="features")
+        C, names = as_matrix(covariates, "covariates", F.shape[0], reference="features")
         if fitting:
             self.n_covariates_, self.covariate_names_ = C.shape[1], names
         else:
@@ -431,9 +389,9 @@ def _crossfit_diagnostics(
     groups: NDArray[Any] | None, propensity: float | None,
 ) -> tuple[dict[str, Any], tuple[float, float]]:
     """Cross-fitted nuisances on grouped folds: JSON-ready diagnostics and the AIPW ATE."""
-    from models.ate import aipw
-    from models.crossfit import crossfit_nuisances, make_folds
-    from models.diagnostics import check_overlap, covariate_balance
+    from eocausal.models.effects.ate import aipw
+    from eocausal.models.effects.crossfit import crossfit_nuisances, make_folds
+    from eocausal.models.effects.diagnostics import check_overlap, covariate_balance
 
     rs = settings.random_state
     seed = rs if rs is None or isinstance(rs, Integral) else int(np.random.RandomState(rs).randint(2**31))
@@ -454,11 +412,13 @@ def _crossfit_diagnostics(
 
 def estimate_effects(
     features: ArrayLike, treatment: ArrayLike, outcome: ArrayLike, *,
-    covariates: ArrayLike | None = None, design: str = "rct", propensity: float | None = None,
-    method: str = "causal_forest", n_components: int | None = 20, n_estimators: int = 400,
-    min_samples_leaf: int = 5, cv: int = 3, groups: ArrayLike | None = None,
-    n_jobs: int | None = -1, random_state: int | np.random.RandomState | None = 0,
-    degree: int = 1, n_bootstrap: int = 0, diagnostics: bool = False,
+    covariates: ArrayLike | None = None, design: str = _D.design,
+    propensity: float | None = _D.propensity,
+    method: str = _D.method, n_components: int | None = _D.n_components,
+    n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
+    cv: int = _D.cv, groups: ArrayLike | None = None, n_jobs: int | None = -1,
+    random_state: int | np.random.RandomState | None = 0, degree: int = _D.degree,
+    n_bootstrap: int = _D.n_bootstrap, diagnostics: bool = False,
 ) -> EffectEstimates:
     """Estimate the ATE and per-unit effects of a binary treatment from image features.
 

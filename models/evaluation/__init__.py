@@ -1,0 +1,2 @@
+"""Evaluation of effect estimates: RATE (AUTOC, Qini), BLP calibration and GATES, method
+comparisons, known-truth checks and their figures."""

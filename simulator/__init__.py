@@ -1,0 +1,31 @@
+"""The synthetic-world simulator: scenes whose pixels carry known causal structure.
+
+Its own subpackage, not part of ingestion: it writes GeoTIFFs and a units file that the
+pipeline then reads like any real study's."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "WorldSpec": "world",
+    "World": "world",
+    "make_world": "world",
+    "true_cate_surface": "world",
+    "SimulatedWorld": "simulate",
+    "simulate": "simulate",
+    "write_world": "simulate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'eocausal.simulator' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"eocausal.simulator.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
