@@ -9,12 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {
-    "EocausalError": "eocausal.errors",
-    "read_units": "eocausal.pipeline.units",
-    "ingest": "eocausal.pipeline.ingest",
-    "open_store": "eocausal.pipeline.store",
-    "simulate": "eocausal.simulator.simulate",
+_EXPORTS = {  # public name -> (module, attribute)
+    "run": ("eocausal.workflows.api", "run"),
+    "open_run": ("eocausal.workflows.api", "open_run"),
+    "Run": ("eocausal.workflows.api", "Run"),
+    "ingest": ("eocausal.workflows.api", "ingest"),
+    "encode": ("eocausal.workflows.api", "encode"),
+    "estimate": ("eocausal.workflows.api", "estimate"),
+    "evaluate": ("eocausal.workflows.api", "evaluate"),
+    "map": ("eocausal.workflows.api", "map_effects"),
+    "simulate": ("eocausal.simulator.simulate", "simulate"),
+    "read_units": ("eocausal.pipeline.units", "read_units"),
+    "open_store": ("eocausal.pipeline.store", "open_store"),
+    "load_config": ("eocausal.workflows.config", "load_config"),
+    "RunConfig": ("eocausal.workflows.config", "RunConfig"),
+    "EocausalError": ("eocausal.errors", "EocausalError"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -23,7 +32,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'eocausal' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    module, attribute = _EXPORTS[name]
+    return getattr(importlib.import_module(module), attribute)
 
 
 def __dir__() -> list[str]:

@@ -19,6 +19,8 @@ __all__ = [
     "ConfigError",
     "EstimationError",
     "EncoderError",
+    "RunLockedError",
+    "OutputPathError",
 ]
 
 
@@ -63,3 +65,11 @@ class EstimationError(EocausalError, ValueError):
 
 class EncoderError(EocausalError, ValueError):
     """An encoder cannot be built or applied (unknown name, wrong weights, band mismatch)."""
+
+
+class RunLockedError(EocausalError, RuntimeError):
+    """Another live run holds the run directory."""
+
+
+class OutputPathError(EocausalError, ValueError):
+    """An output path would overwrite something eocausal did not create."""

@@ -11,6 +11,8 @@ _EXPORTS = {
     "partition_mapper": "cluster",
     "write_cog": "maps", "is_cog": "maps", "plot_surface": "maps",
     "Manifest": "manifest",
+    "RunPaths": "paths", "Stage": "dag", "run_stages": "dag", "StageContext": "context",
+    "STAGES": "stages", "RunLock": "lock", "Run": "api", "open_run": "api",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,12 +8,12 @@ group in :mod:`workflows.cli`, whose ``main`` prints a user's mistake as one mes
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
-from tqdm.auto import tqdm
 
 from eocausal.errors import ConfigError
 
@@ -87,39 +87,33 @@ def encode(
     scheduler: str | None,
 ) -> None:
     """Encode every chip of the tile store STORE into a features file (--out)."""
-    from eocausal.models.features.encode import (
-        encode_store,
-        prepare_encoder,
-        resolve_device,
-        write_features,
-    )
-    from eocausal.pipeline.store import open_store
-
-    from eocausal.errors import NoUsableUnitsError
+    from eocausal.models.features.encode import open_nonempty_store, resolve_device
+    from eocausal.workflows.config import config_from_dict
+    from eocausal.workflows.context import StageContext
+    from eocausal.workflows.paths import RunPaths
+    from eocausal.workflows.stages.encode import encode_stage
 
     options = parse_options(option_pairs)
-    tiles = open_store(store)
-    if tiles.n_units == 0:
-        raise NoUsableUnitsError(
-            f"Tile store '{store}' has no units, so there is nothing to encode. Check the "
-            "ingestion's skipped_units.csv and that the units overlap the imagery."
-        )
+    config = config_from_dict({
+        "seed": seed,
+        "encoder": {"name": encoder_name, "options": options,
+                    "weights": None if weights is None else str(weights),
+                    "batch_size": batch_size, "device": device, "num_workers": num_workers},
+    }, source="command line")
+    tiles = open_nonempty_store(store)
     resolve_device(device)  # a missing GPU is reported before any work
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Built (and fitted, for empirical rcf) before the bar, so a mistake shows no empty bar.
-    encoder = prepare_encoder(tiles, encoder_name, options=options, weights=weights, seed=seed)
+    ctx = StageContext(config, RunPaths.for_store(store).with_features(out),
+                       progress=sys.stderr.isatty(), with_outcome=False)
+    ctx.remember("store", tiles)
     if parts is not None:
-        _encode_parts(tiles, encoder, encoder_name, out, batch_size, device, parts, scheduler)
+        # Built (and fitted, for empirical rcf) before the bar, so a mistake shows no empty bar.
+        _encode_parts(tiles, ctx.encoder(), encoder_name, out, batch_size, device, parts,
+                      scheduler)
         return
-    with tqdm(total=tiles.n_units, desc=f"encode ({encoder_name})", unit="chip",
-              leave=False) as bar:
-        frame = encode_store(
-            tiles, encoder, batch_size=batch_size, device=device, num_workers=num_workers,
-            progress=lambda done, total: bar.update(done - bar.n),
-        )
-    path = write_features(frame, out, frame.attrs["eocausal"])
-    n_features = frame.shape[1] - 1
-    click.echo(f"encoded {len(frame)} units with {encoder_name} -> {n_features} features: {path}")
+    table = encode_stage(ctx)
+    click.echo(f"encoded {table.n_units} units with {encoder_name} -> {table.n_features} "
+               f"features: {table.path}")
 
 
 def _encode_parts(tiles: Any, encoder: Any, encoder_name: str, out: Path, batch_size: int,

@@ -7,10 +7,12 @@ An unknown key fails with the list of valid keys, not somewhere deep inside a st
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
+from eocausal.models.effects.settings import EffectSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eocausal.errors import ConfigError, InputFileError
@@ -32,6 +34,8 @@ class UnitsSection(_Section):
     lon: str = "lon"
     lat: str = "lat"
     crs: str | None = None
+    outcome_label: str | None = Field(None, description="the outcome's name in the report")
+    outcome_units: str | None = Field(None, description="its units, e.g. 'SD' or 'USD'")
 
 
 class ImagerySection(_Section):
@@ -71,15 +75,19 @@ class EncoderSection(_Section):
     num_workers: int = Field(0, ge=0, description="DataLoader workers reading the store")
 
 
-class EstimatorSection(_Section):
-    method: Literal["causal_forest", "linear_dml", "dr_learner", "forest_dr_learner",
-                    "x_learner", "t_learner", "s_learner"] = "causal_forest"
-    design: Literal["rct", "observational"] = "rct"
-    propensity: float | None = Field(None, gt=0.0, lt=1.0)
-    n_components: int | None = Field(20, ge=1)
-    n_estimators: int = Field(400, ge=4)
-    min_samples_leaf: int = Field(5, ge=1)
-    cv: int = Field(3, ge=2)
+class EstimatorSection(EffectSettings):
+    """The effect model's settings: every field and default comes from EffectSettings."""
+
+    trim: float | None = Field(None, gt=0.0, lt=0.5,
+                               description="ATE table: drop units with propensity outside "
+                                           "[trim, 1 - trim]")
+
+
+class EvaluationSection(_Section):
+    """Held-out heterogeneity checks of the CATE model (RATE, BLP, GATES)."""
+
+    enabled: bool = True
+    n_bootstrap: int = Field(200, ge=0, description="half-sample bootstrap replicates of RATE")
 
 
 class MapSection(_Section):
@@ -97,7 +105,8 @@ class ComputeSection(_Section):
 class RunConfig(_Section):
     """A whole run: where the inputs are and how each stage is set."""
 
-    name: str = "run"
+    name: str = Field("run", max_length=100, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$",
+                      description="run name: letters, digits, '-', '_' and '.', never a path")
     seed: int = 0
     simulate: dict[str, Any] | None = None
     units: UnitsSection = Field(default_factory=UnitsSection)
@@ -106,6 +115,7 @@ class RunConfig(_Section):
     chips: ChipsSection = Field(default_factory=ChipsSection)
     encoder: EncoderSection = Field(default_factory=EncoderSection)
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     map: MapSection = Field(default_factory=MapSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
     truth: Path | None = None
@@ -126,6 +136,29 @@ class RunConfig(_Section):
         return value
 
 
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _excerpt(value: Any, limit: int = 120) -> str:
+    """A value for an error message, cut to ``limit`` characters (a config can be hostile)."""
+    text = reprlib.Repr(maxstring=limit, maxother=limit, maxlist=6, maxdict=6, maxlevel=3).repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases: a few hundred bytes of nested aliases can expand to
+    gigabytes, and a run config has no need for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"YAML alias '*{event.anchor}' at line {event.start_mark.line + 1}: configs may "
+                "not use anchors and aliases; write the value out in full."
+            )
+        return super().compose_node(parent, index)
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -135,7 +168,7 @@ def _format_error(exc: ValidationError, source: str) -> str:
             valid = sorted(section.model_fields) if section else []
             lines.append(f"unknown key '{where}'; valid keys here are {valid}")
         else:
-            lines.append(f"'{where}': {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"'{where}': {err['msg']} (got {_excerpt(err.get('input'))})")
     return f"Config '{source}' is invalid:\n  " + "\n  ".join(lines)
 
 
@@ -187,8 +220,16 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"Config file '{path}' does not exist.")
+    if path.is_dir():
+        raise InputFileError(f"Config '{path}' is a directory; give the YAML file inside it.")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"Config '{path}' is {size:,} bytes; a run config is at most "
+                          f"{MAX_CONFIG_BYTES:,} bytes. Check that you named the right file.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config '{path}' is not UTF-8 text; save it as a YAML text file.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config '{path}' is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):

@@ -1,0 +1,214 @@
+"""Estimate stage: ATE and per-unit effects, the ATE table by method, overlap and balance.
+
+``estimate_table`` is the stage's work on a table of units joined with their features; the
+run builds that table from the units file, the tile store and ``features.parquet``
+(:func:`run_table`), ``eocausal estimate`` from the files a user names. Both write the same
+files: effects.gpkg, ate.csv, estimator.joblib, estimates.json and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from eocausal.workflows.context import StageContext
+from eocausal.workflows.paths import RunPaths
+
+from eocausal.files import atomic_path, atomic_write_text
+
+__all__ = ["EffectResult", "EstimationTable", "estimate_settings", "estimate_stage",
+           "estimate_table", "json_ready", "run_table", "save_figures"]
+
+
+def json_ready(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively, for strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, body: dict[str, Any]) -> Path:
+    return atomic_write_text(path, json.dumps(json_ready(body), indent=2, allow_nan=False))
+
+
+@dataclass(frozen=True)
+class EstimationTable:
+    """Units joined with their features, in units order, with canonical column names.
+
+    ``frame`` holds ``unit_id``, ``treatment``, ``outcome``, the covariates, the feature
+    columns and (for spatial units) geometry; ``groups`` are the cluster labels for folds
+    and clustered errors (None without).
+    """
+
+    frame: pd.DataFrame
+    features: list[str]
+    covariates: list[str]
+    groups: np.ndarray | None = None
+    crs: Any = None
+    n_dropped_missing: int = 0
+
+    def __repr__(self) -> str:
+        return (f"EstimationTable({len(self.frame)} units, {len(self.features)} features, "
+                f"{len(self.covariates)} covariates, "
+                f"{'no groups' if self.groups is None else f'{len(set(self.groups))} groups'})")
+
+
+@dataclass(frozen=True, eq=False)
+class EffectResult:
+    """What the estimate stage produced; ``estimates`` and ``ate`` are the fitted objects."""
+
+    effects: pd.DataFrame
+    summary: dict[str, Any]
+    estimates: Any = field(repr=False, default=None)
+    ate: Any = field(repr=False, default=None)
+
+    def record(self) -> dict[str, Any]:
+        s = self.summary
+        return {"ate": s["ate"], "ate_lo": s["ate_lo"], "ate_hi": s["ate_hi"],
+                "n_used": s["n_used"], "method": s["method"]}
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"EffectResult(ATE {s['ate']:.4g} [{s['ate_lo']:.4g}, {s['ate_hi']:.4g}], "
+                f"{s['method']}, n={s['n_used']})")
+
+    def _repr_html_(self) -> str:
+        s = self.summary
+        table = pd.DataFrame(s.get("ate_estimators", {}).get("estimates", {})).T
+        return (f"<p><b>ATE {s['ate']:.4g}</b> (95% interval {s['ate_lo']:.4g} to "
+                f"{s['ate_hi']:.4g}), {s['method']}, {s['n_used']} units</p>"
+                + (table.to_html() if len(table) else ""))
+
+
+def estimate_settings(config: Any) -> dict[str, Any]:
+    u = config.units
+    return {"estimator": config.estimator.model_dump(mode="json"), "seed": config.seed,
+            "units": {"path": str(u.path), "id": u.id, "treatment": u.treatment,
+                      "outcome": u.outcome, "covariates": list(u.covariates), "group": u.group}}
+
+
+def run_table(ctx: StageContext) -> EstimationTable:
+    """The run's units that have a usable chip, joined with their features (units order)."""
+    cached = ctx.cached("table")
+    if cached is not None:
+        return cached
+    from eocausal.models.effects.inputs import join_features
+    from eocausal.models.features.io import read_features
+
+    units = ctx.units()
+    features = ctx.cached("features")
+    if features is None:
+        features, _ = read_features(ctx.paths.features)
+    store = ctx.store()
+    usable = set(store.unit_ids[np.asarray(store.group["usable"][:])])
+    units = units[units["unit_id"].isin(usable)]
+    feature_cols = [c for c in features.columns if c != "unit_id"]
+    frame = join_features(units, features, on="unit_id")
+    covariates = list(ctx.config.units.covariates)
+    groups = frame["group"].to_numpy() if "group" in frame else None
+    table = EstimationTable(frame, feature_cols, covariates, groups, crs=units.crs)
+    return ctx.remember("table", table)
+
+
+def save_figures(figures: dict[str, Any], paths: RunPaths) -> dict[str, str]:
+    """Write matplotlib figures as figures/NAME.png; returns name -> path relative to the run."""
+    saved = {}
+    for name, fig in figures.items():
+        target = paths.figures / f"{name}.png"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        saved[name] = str(target.relative_to(paths.root))
+    return saved
+
+
+def _effects_frame(table: EstimationTable, fit: Any) -> pd.DataFrame:
+    keep = ["unit_id", "treatment", "outcome"]
+    if "group" in table.frame:
+        keep.append("group")
+    effects = table.frame[keep].copy()
+    effects["cate"], effects["cate_lo"], effects["cate_hi"] = fit.cate, fit.cate_lo, fit.cate_hi
+    if "geometry" in table.frame:
+        import geopandas as gpd
+
+        return gpd.GeoDataFrame(effects, geometry=table.frame["geometry"].to_numpy(),
+                                crs=table.crs)
+    return effects
+
+
+def write_effects(effects: pd.DataFrame, path: Path) -> Path:
+    """effects.gpkg: a point/polygon layer, or an attribute table for units without places."""
+    import pyogrio
+
+    with atomic_path(path) as tmp:
+        pyogrio.write_dataframe(effects, tmp, layer="effects", driver="GPKG")
+    return path
+
+
+def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, seed: int = 0,
+                   trim: float | None = None, echo: Any = None) -> EffectResult:
+    """Fit the effect model and the ATE table on ``table``; write the stage's files.
+
+    ``settings`` is the config's estimator section (an ``EffectSettings``).
+    """
+    from eocausal.models.effects.ate import estimate_ate
+    from eocausal.models.effects.estimate import estimate_effects
+    from eocausal.models.evaluation import plots
+    from eocausal.models.evaluation.balance import plot_balance
+
+    frame = table.frame
+    t, y = frame["treatment"].to_numpy(), frame["outcome"].to_numpy(float)
+    feats = frame[table.features] if table.features else None
+    cov = frame[table.covariates] if table.covariates else None
+    fit = estimate_effects(feats, t, y, covariates=cov, design=settings.design,
+                           propensity=settings.propensity, method=settings.method,
+                           n_components=settings.n_components,
+                           n_estimators=settings.n_estimators,
+                           min_samples_leaf=settings.min_samples_leaf, cv=settings.cv,
+                           groups=table.groups, random_state=seed, degree=settings.degree,
+                           n_bootstrap=settings.n_bootstrap, diagnostics=True)
+    design_matrix = fit.model.transform(feats, cov)
+    ate = estimate_ate(design_matrix, t, y, design=settings.design,
+                       propensity=settings.propensity, cv=max(settings.cv, 2),
+                       groups=table.groups, trim=trim, random_state=seed)
+    effects = _effects_frame(table, fit)
+    write_effects(effects, paths.effects)
+    with atomic_path(paths.ate_table) as tmp:
+        ate.table().to_csv(tmp)
+    with atomic_path(paths.estimator) as tmp:
+        fit.model.save(tmp)
+    figures = {"balance": plot_balance(ate.balance)}
+    if ate.overlap is not None:
+        figures["overlap"] = plots.plot_overlap(ate.overlap)
+    summary = {**fit.summary(), "n_features": len(table.features),
+               "n_covariates": len(table.covariates),
+               "n_dropped_missing": table.n_dropped_missing,
+               "ate_estimators": ate.summary(), "figures": save_figures(figures, paths)}
+    write_json(paths.estimates, summary)
+    if echo is not None:
+        echo(f"ATE {fit.ate:.4g} (95% CI {fit.ate_lo:.4g} to {fit.ate_hi:.4g}), "
+             f"n={fit.n_used}, method {settings.method}")
+    return EffectResult(effects, json_ready(summary), fit, ate)
+
+
+def estimate_stage(ctx: StageContext) -> EffectResult:
+    """The run's estimate stage: :func:`estimate_table` on :func:`run_table`."""
+    result = estimate_table(run_table(ctx), ctx.config.estimator, ctx.paths,
+                            seed=ctx.config.seed, trim=getattr(ctx.config.estimator, "trim", None),
+                            echo=ctx.echo)
+    ctx.remember("effects", result)
+    return result

@@ -1,0 +1,93 @@
+"""Ingest stage: units and imagery (or pre-cut patches) into the tile store.
+
+Needs only unit ids and geometry (and the image key for patches): a list of candidate places
+without outcomes ingests like a trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eocausal.workflows.context import StageContext
+
+from eocausal.errors import ConfigError
+from eocausal.files import atomic_path
+
+__all__ = ["IngestOutput", "ingest_inputs", "ingest_settings", "ingest_stage"]
+
+
+@dataclass(frozen=True)
+class IngestOutput:
+    """What the ingest stage wrote: the store, the skipped-units list, and counts."""
+
+    store: str
+    skipped: str
+    n_units: int
+    n_usable: int
+    n_skipped: int
+    chunks_written: int
+    chunks_total: int
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ingest_settings(config: Any) -> dict[str, Any]:
+    """The parts of the config that decide the tile store's contents."""
+    u = config.units
+    return {"units": {"path": str(u.path), "id": u.id, "lon": u.lon, "lat": u.lat,
+                      "crs": u.crs, "group": u.group},
+            "imagery": config.imagery.model_dump(mode="json"),
+            "patches": None if config.patches is None else config.patches.model_dump(mode="json"),
+            "chips": config.chips.model_dump(mode="json")}
+
+
+def ingest_inputs(ctx: StageContext) -> list[Path]:
+    config = ctx.config
+    files: list[Path] = [] if config.units.path is None else [Path(config.units.path)]
+    if config.patches is not None:
+        return [*files, Path(config.patches.path)]
+    from eocausal.pipeline.imagery import expand_imagery
+
+    try:
+        return [*files, *(Path(p) for p in expand_imagery(config.imagery.paths))]
+    except Exception:  # reported by the stage itself, with its own message
+        return files
+
+
+def ingest_stage(ctx: StageContext) -> IngestOutput:
+    """Cut every unit's chip (or look up its patch) into ``paths.tiles``; list the skipped."""
+    config, paths = ctx.config, ctx.paths
+    units = ctx.units()
+    ctx.forget("store", "encoder")
+    if config.patches is not None:
+        from eocausal.pipeline.patches import ingest_patches
+
+        p = config.patches
+        result = ingest_patches(units, p.path, paths.tiles, key_column=p.key_column,
+                                keys=p.keys, images=p.images, channels_last=p.channels_last,
+                                band_names=p.band_names,
+                                units_per_chunk=config.chips.units_per_chunk)
+    else:
+        if not config.imagery.paths:
+            raise ConfigError("The config names no imagery: set 'imagery.paths', 'patches' or "
+                              "'simulate'.")
+        from eocausal.pipeline.ingest import ingest
+
+        img, chips = config.imagery, config.chips
+        result = ingest(units, img.paths, paths.tiles, chip_size=chips.size, bands=img.bands,
+                        min_valid_fraction=chips.min_valid_fraction,
+                        units_per_chunk=chips.units_per_chunk, crs=img.crs,
+                        resolution=img.resolution, resampling=img.resampling, dates=img.dates,
+                        polygons=chips.polygons, apply_scale_offset=img.apply_scale_offset,
+                        map_partitions=ctx.mapper)
+    with atomic_path(paths.skipped) as tmp:
+        result.skipped.to_csv(tmp, index=False)
+    ctx.echo(f"ingested {result.n_usable} of {len(units)} units into {result.store_path} "
+             f"({len(result.skipped)} skipped, listed in {paths.skipped.name})")
+    return IngestOutput(store=str(result.store_path), skipped=str(paths.skipped),
+                        n_units=len(units), n_usable=result.n_usable,
+                        n_skipped=len(result.skipped), chunks_written=result.n_tasks_run,
+                        chunks_total=result.n_tasks_total)
