@@ -59,6 +59,21 @@ class TileStore:
         self.group = group
         self.path = path
 
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store's handles (a local zarr store holds none between reads)."""
+        store = getattr(self.group, "store", None)
+        if store is not None and hasattr(store, "close"):
+            store.close()
+
+    def __repr__(self) -> str:
+        return f"TileStore('{self.path}', {self.n_units} units)"
+
     # -- metadata -------------------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:

@@ -141,7 +141,11 @@ MAX_CONFIG_BYTES = 1_000_000
 
 def _excerpt(value: Any, limit: int = 120) -> str:
     """A value for an error message, cut to ``limit`` characters (a config can be hostile)."""
-    text = reprlib.Repr(maxstring=limit, maxother=limit, maxlist=6, maxdict=6, maxlevel=3).repr(value)
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = limit
+    shortener.maxlist = shortener.maxdict = 6
+    shortener.maxlevel = 3
+    text = shortener.repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

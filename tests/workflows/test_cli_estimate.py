@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,23 +37,29 @@ def base_args(inputs, out: str) -> list[str]:
     units, features, folder = inputs
     return ["--units", str(units), "--features", str(features), "--out", str(folder / out),
             "--id-column", "image_key", "--treatment", "W", "--outcome", "Y",
-            "--covariates", "X1,X3,X5", "--group-column", "image_key", "--n-components", "0",
+            "--covariates", "X1,X3,X5", "--group-column", "image_key", "--n-components", "none",
             "--n-estimators", "100", "--method", "dr_learner"]
 
 
 def test_estimate_writes_the_run_directory(inputs) -> None:
-    result = run([*base_args(inputs, "run"), "--drop-missing", "--n-bootstrap", "20"])
+    result = run([*base_args(inputs, "run"), "--drop-missing", "--n-bootstrap-rate", "20"])
     assert result.exception is None, result.output
     out = inputs[2] / "run"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_used"] == 2075 and summary["n_dropped_missing"] == 7
     assert 0.55 < summary["ate"] < 0.95
     assert summary["heterogeneity"]["rate_autoc"]["n_bootstrap"] == 20
-    effects = pd.read_csv(out / "effects.csv")
-    assert list(effects.columns) == ["image_key", "treatment", "outcome", "cate", "cate_lo", "cate_hi"]
+    effects = gpd.read_file(out / "effects.gpkg")
+    assert list(effects.columns) == ["unit_id", "treatment", "outcome", "group", "cate", "cate_lo",
+                                     "cate_hi"]
+    assert len(effects) == 2075
     ate = pd.read_csv(out / "ate.csv", index_col="method")
     assert ate.loc["difference_in_means", "note"] == "cluster-robust"
-    assert {p.name for p in (out / "figures").iterdir()} == {"toc.png", "qini.png", "gates.png", "calibration.png"}
+    assert {p.name for p in (out / "figures").iterdir()} == {"toc.png", "qini.png", "gates.png",
+                                                             "calibration.png", "balance.png"}
+    assert set(summary["figures"]) == {"toc", "qini", "gates", "calibration", "balance"}
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5 and "ATE by estimator" in page
     assert "ATE (linear)" in result.output
 
 

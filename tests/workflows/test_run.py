@@ -44,7 +44,8 @@ def test_summary_recovers_the_truth(small_run):
     assert abs(truth["ate_error"]) < 0.3
     assert truth["spearman_cate"] > 0.6
     assert summary["n_used"] + summary["n_skipped"] == summary["n_units"] == 600
-    assert set(summary["timings_seconds"]) == {"simulate", "ingest", "encode", "estimate", "map"}
+    assert set(summary["timings_seconds"]) == {"simulate", "ingest", "encode", "estimate", "evaluate",
+                                               "map"}
 
 
 def test_effects_gpkg_has_one_row_per_unit(small_run):
