@@ -6,8 +6,7 @@ package costs nothing until a stage is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eocausal.lazy import lazy_exports
 
 _EXPORTS = {  # public name -> (module, attribute)
     "run": ("eocausal.workflows.api", "run"),
@@ -26,15 +25,4 @@ _EXPORTS = {  # public name -> (module, attribute)
     "EocausalError": ("eocausal.errors", "EocausalError"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'eocausal' has no attribute '{name}'")
-    module, attribute = _EXPORTS[name]
-    return getattr(importlib.import_module(module), attribute)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("eocausal", _EXPORTS)

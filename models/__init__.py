@@ -7,8 +7,7 @@ does not import torch."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eocausal.lazy import lazy_exports
 
 _EXPORTS = {
     "build_encoder": "encoders.registry",
@@ -51,14 +50,4 @@ _EXPORTS = {
     "evaluate_heterogeneity": "evaluation.compare",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'eocausal.models' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"eocausal.models.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("eocausal.models", _EXPORTS)

@@ -6,8 +6,7 @@ not pay for all of them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eocausal.lazy import lazy_exports
 
 _EXPORTS = {
     "UnitColumns": "units", "read_units": "units", "validate_units": "units",
@@ -19,14 +18,4 @@ _EXPORTS = {
     "RegionGrid": "grid", "region_grid": "grid",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'eocausal.pipeline' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"eocausal.pipeline.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("eocausal.pipeline", _EXPORTS)

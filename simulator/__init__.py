@@ -5,8 +5,7 @@ pipeline then reads like any real study's."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eocausal.lazy import lazy_exports
 
 _EXPORTS = {
     "WorldSpec": "world",
@@ -18,14 +17,4 @@ _EXPORTS = {
     "write_world": "simulate",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'eocausal.simulator' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"eocausal.simulator.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("eocausal.simulator", _EXPORTS)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eocausal.lazy import lazy_exports
 
 _EXPORTS = {
     "RunConfig": "config", "load_config": "config", "config_from_dict": "config",
@@ -15,14 +14,4 @@ _EXPORTS = {
     "STAGES": "stages", "RunLock": "lock", "Run": "api", "open_run": "api",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'eocausal.workflows' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"eocausal.workflows.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("eocausal.workflows", _EXPORTS)

@@ -14,8 +14,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tqdm.auto import tqdm
-
 __all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper"]
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,9 @@ class _Runner:
         self.progress, self.stack = progress, stack
         self.client: Any = None
 
-    def _bar(self, tasks: list[Any]) -> tqdm:
+    def _bar(self, tasks: list[Any]) -> Any:
+        from tqdm.auto import tqdm  # imported on first use: it pulls in asyncio
+
         total = sum(_size(t) for t in tasks)
         return tqdm(total=total, desc=self.desc, unit="chip", disable=not self.progress,
                     leave=False)

@@ -257,3 +257,25 @@ def test_stage_commands_import_no_models(tmp_path, first_run):
                                "('torch','sklearn','econml') if m in sys.modules))"],
                               capture_output=True, text=True)
         assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _heavy_modules() -> list[str]:
+    return sorted(m for m in ("torch", "torchvision", "sklearn", "econml") if m in sys.modules)
+
+
+def test_ingest_workers_import_no_models(first_run, tmp_path):
+    from eocausal.workflows.cluster import partition_mapper
+    from eocausal.workflows.context import StageContext
+    from eocausal.workflows.stages.ingest import ingest_stage
+
+    out, _ = first_run
+    config = config_from_dict({
+        "units": {"path": str(out / "world" / "units.gpkg")},
+        "imagery": {"paths": [str(p) for p in (out / "world").glob("scene_*.tif")]},
+        "chips": {"size": 16, "units_per_chunk": 64}})
+    with partition_mapper("local", 1, progress=False) as mapper:
+        result = ingest_stage(StageContext(config, RunPaths(tmp_path), mapper=mapper,
+                                           with_outcome=False))
+        assert result.n_usable == 300 and result.chunks_total == 5
+        assert mapper.client is not None
+        assert list(mapper.client.run(_heavy_modules).values()) == [[]]
