@@ -76,13 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except EocausalError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    except KeyboardInterrupt as exc:
-        stage = getattr(exc, "stage", None)
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+        # click turns Ctrl-C into Abort; the stage that was running rides on its cause
+        cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
+        stage = getattr(cause, "stage", None)
         where = f" during {stage}" if stage else ""
         click.echo(f"interrupted{where}; rerun the same command to resume", err=True)
-        return 130
-    except click.exceptions.Abort:
-        click.echo("interrupted; rerun the same command to resume", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
