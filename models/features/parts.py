@@ -11,6 +11,7 @@ workflows layer passes a ``map_partitions(func, tasks)`` callable, as for ingest
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from torch import nn
 
 from eocausal.errors import EncoderError
 
-__all__ = ["PartTask", "encode_part", "encode_store_parts", "plan_parts"]
+__all__ = ["PartTask", "encode_part", "encode_store_parts", "load_part_encoder", "plan_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,29 @@ class PartTask:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     torch_threads: int | None = None
+    encoder_sha256: str = ""
+
+
+def _sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_part_encoder(task: PartTask) -> nn.Module:
+    """The pickled encoder of this call, after checking it is the very file the call wrote.
+
+    ``torch.load(weights_only=False)`` runs code from the file, so it is refused unless the
+    file's checksum equals the one :func:`encode_store_parts` recorded when it wrote it.
+    """
+    if not task.encoder_sha256 or _sha256(task.encoder_path) != task.encoder_sha256:
+        raise EncoderError(
+            f"Refusing to load '{task.encoder_path}': it is not the encoder file this encoding "
+            "wrote (its checksum differs). Run the encoding again; do not reuse part folders."
+        )
+    return torch.load(task.encoder_path, map_location="cpu", weights_only=False)
 
 
 def plan_parts(n_units: int, units_per_chunk: int, n_parts: int) -> list[tuple[int, int]]:
@@ -83,12 +107,12 @@ def encode_part(task: PartTask) -> tuple[str, int]:
     """Encode one range of a store into its own parquet part; return (part path, n rows).
 
     Runs in this process or on a dask worker alike. The encoder file is one this module
-    wrote in the same call (a pickled module), so it is loaded with ``weights_only=False``.
+    wrote in the same call (a pickled module), loaded only after its checksum is verified.
     """
     if task.torch_threads is not None:
         torch.set_num_threads(task.torch_threads)  # one worker process per core: no oversubscription
     store = open_store(task.store_path)
-    encoder = torch.load(task.encoder_path, map_location="cpu", weights_only=False)
+    encoder = load_part_encoder(task)
     ids, features = encode_range(
         store, encoder, mean=np.asarray(task.mean), std=np.asarray(task.std),
         start=task.start, stop=task.stop, batch_size=task.batch_size, device=task.device,
@@ -165,11 +189,13 @@ def encode_store_parts(
     parts_dir.mkdir(parents=True, exist_ok=True)
     encoder_path = parts_dir / ENCODER_FILE
     torch.save(encoder.cpu(), encoder_path)
+    encoder_sha256 = _sha256(encoder_path)
     ranges = plan_parts(store.n_units, store.units_per_chunk, n_parts)
     tasks = [
         PartTask(str(store.path), start, stop, str(encoder_path),
                  str(parts_dir / f"part-{i:05d}.parquet"), batch_size, str(device),
-                 tuple(float(v) for v in mean), tuple(float(v) for v in std), torch_threads)
+                 tuple(float(v) for v in mean), tuple(float(v) for v in std), torch_threads,
+                 encoder_sha256)
         for i, (start, stop) in enumerate(ranges)
     ]
     runner = map_partitions or (lambda func, items: map(func, items))

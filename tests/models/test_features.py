@@ -310,3 +310,21 @@ def test_resnet_resizes_only_chips_below_min_size():
         big = torch.randn(1, 4, 40, 40)
         torch.testing.assert_close(sized(big), plain(big))
     assert sized.settings["options"]["min_size"] == 32
+
+
+def test_part_encoder_file_is_refused_unless_this_call_wrote_it(tmp_path):
+    import torch
+
+    from eocausal.errors import EncoderError
+    from eocausal.models.features.parts import PartTask, _sha256, load_part_encoder
+
+    evil = tmp_path / "encoder.pt"
+    torch.save(torch.nn.Linear(2, 2), evil)
+    task = PartTask("store", 0, 1, str(evil), str(tmp_path / "p.parquet"), 8, "cpu", (0.0,),
+                    (1.0,), None, "0" * 64)
+    with pytest.raises(EncoderError, match="Refusing to load"):
+        load_part_encoder(task)
+    ok = PartTask(*[getattr(task, f) for f in ("store_path", "start", "stop", "encoder_path",
+                                               "part_path", "batch_size", "device", "mean",
+                                               "std", "torch_threads")], _sha256(evil))
+    assert isinstance(load_part_encoder(ok), torch.nn.Linear)

@@ -279,3 +279,24 @@ def test_ingest_workers_import_no_models(first_run, tmp_path):
         assert result.n_usable == 300 and result.chunks_total == 5
         assert mapper.client is not None
         assert list(mapper.client.run(_heavy_modules).values()) == [[]]
+
+
+def test_a_replaced_model_file_is_never_unpickled(first_run, tmp_path):
+    import shutil
+
+    from eocausal.errors import InputFileError
+
+    out, _ = first_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    marker = tmp_path / "pwned"
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (copy / "estimator.joblib").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(InputFileError, match="Refusing to load"):
+        run_config(config_from_dict(TINY), copy, progress=False, force=("map",))
+    assert not marker.exists()

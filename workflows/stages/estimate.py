@@ -8,6 +8,7 @@ files: effects.gpkg, ate.csv, estimator.joblib, estimates.json and the figures.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from eocausal.workflows.paths import RunPaths
 from eocausal.files import atomic_path, atomic_write_text
 
 __all__ = ["EffectResult", "EstimationTable", "estimate_settings", "estimate_stage",
-           "estimate_table", "json_ready", "run_table", "save_figures"]
+           "estimate_table", "file_sha256", "json_ready", "load_effect_model", "run_table",
+           "save_figures"]
 
 
 def json_ready(value: Any) -> Any:
@@ -40,6 +42,34 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_effect_model(path: Path, expected_sha256: str | None) -> Any:
+    """Load the run's fitted model, but only the very file the estimate stage wrote.
+
+    The model is a pickle (econml's forests have no safe format), and unpickling runs code:
+    so the file must match the checksum the estimate stage recorded, or it is refused.
+    """
+    from eocausal.errors import InputFileError
+    from eocausal.models.effects.estimate import EffectModel
+
+    if not Path(path).is_file():
+        raise InputFileError(f"effect model file '{path}' does not exist; run the estimate "
+                             "stage first.")
+    if not expected_sha256 or file_sha256(path) != expected_sha256:
+        raise InputFileError(
+            f"Refusing to load '{path}': it is not the model this run's estimate stage wrote "
+            "(its checksum differs from the one in manifest.json). Rerun with --force estimate."
+        )
+    return EffectModel.load(path)
 
 
 def write_json(path: Path, body: dict[str, Any]) -> Path:
@@ -80,7 +110,8 @@ class EffectResult:
     def record(self) -> dict[str, Any]:
         s = self.summary
         return {"ate": s["ate"], "ate_lo": s["ate_lo"], "ate_hi": s["ate_hi"],
-                "n_used": s["n_used"], "method": s["method"]}
+                "n_used": s["n_used"], "method": s["method"],
+                "estimator_sha256": s.get("estimator_sha256")}
 
     def __repr__(self) -> str:
         s = self.summary
@@ -191,13 +222,15 @@ def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, se
         ate.table().to_csv(tmp)
     with atomic_path(paths.estimator) as tmp:
         fit.model.save(tmp)
+        estimator_sha256 = file_sha256(tmp)
     figures = {"balance": plot_balance(ate.balance)}
     if ate.overlap is not None:
         figures["overlap"] = plots.plot_overlap(ate.overlap)
     summary = {**fit.summary(), "n_features": len(table.features),
                "n_covariates": len(table.covariates),
                "n_dropped_missing": table.n_dropped_missing,
-               "ate_estimators": ate.summary(), "figures": save_figures(figures, paths)}
+               "ate_estimators": ate.summary(), "figures": save_figures(figures, paths),
+               "estimator_sha256": estimator_sha256}
     write_json(paths.estimates, summary)
     if echo is not None:
         echo(f"ATE {fit.ate:.4g} (95% CI {fit.ate_lo:.4g} to {fit.ate_hi:.4g}), "

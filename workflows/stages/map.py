@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from eocausal.workflows.context import StageContext
 from eocausal.workflows.progress import progress_bar
-from eocausal.workflows.stages.estimate import write_json
+from eocausal.workflows.stages.estimate import load_effect_model, write_json
 
 from eocausal.files import atomic_path
 
@@ -71,9 +71,16 @@ def _truth_on_grid(config: Any, grid: Any) -> np.ndarray | None:
     return out
 
 
+def _estimator_checksum(ctx: StageContext) -> str | None:
+    """The checksum the estimate stage recorded for estimator.joblib (this run's manifest)."""
+    if ctx.manifest is None:
+        return None
+    record = ctx.manifest.stages.get("estimate") or ctx.manifest.previous("estimate") or {}
+    return (record.get("outputs") or {}).get("estimator_sha256")
+
+
 def map_stage(ctx: StageContext) -> dict[str, Any]:
     """Chip, encode and score a grid over the first raster; write maps/cate.tif and .png."""
-    from eocausal.models.effects.estimate import EffectModel
     from eocausal.models.features.encode import encode_store
     from eocausal.pipeline.grid import region_grid
     from eocausal.pipeline.imagery import describe_raster, expand_imagery
@@ -95,7 +102,7 @@ def map_stage(ctx: StageContext) -> dict[str, Any]:
         frame = encode_store(result.store, ctx.encoder(), batch_size=config.encoder.batch_size,
                              device=config.encoder.device, progress=update,
                              mean=study.band_mean, std=study.band_std)
-    model = EffectModel.load(paths.estimator)
+    model = load_effect_model(paths.estimator, _estimator_checksum(ctx))
     cells = grid.units.merge(frame, on="unit_id", how="inner")
     feature_cols = [c for c in frame.columns if c != "unit_id"]
     cate, _, _ = model.predict_cate(cells[feature_cols], _covariate_means(ctx, len(cells)))
