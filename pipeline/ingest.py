@@ -32,7 +32,13 @@ from eocausal.pipeline.imagery import (
     resolve_bands,
 )
 from eocausal.pipeline.partition import DateSource, PartitionTask, ingest_partition
-from eocausal.pipeline.store import TileStore, consolidate, create_store, open_store
+from eocausal.pipeline.store import (
+    TileStore,
+    check_replaceable,
+    consolidate,
+    create_store,
+    open_store,
+)
 from eocausal.pipeline.target import TargetGrid, make_target_grid, plan_access
 
 from eocausal.errors import ConfigError, NoUsableUnitsError
@@ -233,6 +239,7 @@ def ingest(
     out = Path(out)
     store = _reusable(out, fingerprint) if resume else None
     if store is None:
+        check_replaceable(out)
         if out.exists():
             shutil.rmtree(out)
         store = create_store(

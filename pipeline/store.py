@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from eocausal.errors import InputFileError
+from eocausal.errors import InputFileError, OutputPathError
 
 __all__ = ["ChipBatch", "TileStore", "consolidate", "create_store", "open_store"]
 
@@ -270,6 +270,33 @@ def consolidate(store: TileStore) -> None:
         zarr.consolidate_metadata(str(store.path), zarr_format=3)
 
 
+def is_tile_store(path: Path) -> bool:
+    """Whether ``path`` is a tile store this package wrote (so it may be replaced)."""
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes") or {}
+    except (OSError, ValueError):
+        return False
+    return "band_names" in attrs and "chip_size" in attrs and (path / "chips").is_dir()
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to overwrite anything at ``path`` but an empty folder or one of our stores.
+
+    Writing a store replaces what is at its path; a user's folder that happens to sit there
+    (another project's ``tiles.zarr``, a thesis) must never be deleted.
+    """
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputPathError(f"Output path '{path}' is a file or a link, not a tile store; "
+                              "give a new path with --out.")
+    if path.is_dir() and any(path.iterdir()) and not is_tile_store(path):
+        raise OutputPathError(
+            f"Output path '{path}' holds files that are not an eocausal tile store; refusing to "
+            "replace them. Give a new path with --out (or remove the folder yourself).")
+
+
 def create_store(
     path: str | Path,
     *,
@@ -305,6 +332,7 @@ def create_store(
     n_units = len(unit_ids)
     n_bands = len(band_names)
     per_chunk = max(1, min(units_per_chunk, max(n_units, 1)))
+    check_replaceable(Path(path))
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.create_array(
         "chips",

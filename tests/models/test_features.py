@@ -314,9 +314,9 @@ def test_resnet_resizes_only_chips_below_min_size():
 
 def test_part_encoder_file_is_refused_unless_this_call_wrote_it(tmp_path):
     import torch
+    from eocausal.models.features.parts import PartTask, _sha256, load_part_encoder
 
     from eocausal.errors import EncoderError
-    from eocausal.models.features.parts import PartTask, _sha256, load_part_encoder
 
     evil = tmp_path / "encoder.pt"
     torch.save(torch.nn.Linear(2, 2), evil)

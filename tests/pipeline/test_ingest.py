@@ -112,3 +112,32 @@ def test_raster_without_crs_is_reported(tmp_path, data_dir):
     units = _units_at_pixels(SENTINEL2, [(10, 10)])
     with pytest.raises(CRSMissingError, match="bare.tif' has no CRS"):
         ingest(units, [bare], tmp_path / "c.zarr")
+
+
+def test_ingest_never_deletes_a_folder_it_did_not_write(tmp_path):
+    import geopandas as gpd
+    import rasterio
+    from eocausal.pipeline.ingest import ingest
+    from eocausal.pipeline.units import UnitColumns, validate_units
+
+    from eocausal.errors import OutputPathError
+    from tests.conftest import SENTINEL2
+
+    with rasterio.open(SENTINEL2) as src:
+        x, y = src.transform * (256, 256)
+        crs = src.crs
+    units = validate_units(gpd.GeoDataFrame({"unit_id": ["a"]}, geometry=gpd.points_from_xy([x], [y]),
+                                            crs=crs), UnitColumns(), require_outcome=False)
+    theirs = tmp_path / "tiles.zarr"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("someone else's")
+    with pytest.raises(OutputPathError, match="not an eocausal tile store"):
+        ingest(units, [SENTINEL2], theirs, chip_size=16)
+    assert (theirs / "notes.txt").read_text() == "someone else's"
+    afile = tmp_path / "file.zarr"
+    afile.write_text("x")
+    with pytest.raises(OutputPathError, match="is a file"):
+        ingest(units, [SENTINEL2], afile, chip_size=16)
+    ours = ingest(units, [SENTINEL2], tmp_path / "ours.zarr", chip_size=16)
+    again = ingest(units, [SENTINEL2], tmp_path / "ours.zarr", chip_size=8)  # replaces our own
+    assert ours.n_usable == again.n_usable == 1 and again.store.chip_size == 8
