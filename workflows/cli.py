@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
         stage = getattr(cause, "stage", None)
         where = f" during {stage}" if stage else ""
+        # zarr's I/O loop, cut short, would log one line per pending task at shutdown
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         click.echo(f"interrupted{where}; rerun the same command to resume", err=True)
         return 130
     except click.ClickException as exc:

@@ -90,6 +90,7 @@ def encode(
     from eocausal.models.features.encode import open_nonempty_store, resolve_device
     from eocausal.workflows.config import config_from_dict
     from eocausal.workflows.context import StageContext
+    from eocausal.workflows.dag import as_stage
     from eocausal.workflows.paths import RunPaths
     from eocausal.workflows.stages.encode import encode_stage
 
@@ -111,7 +112,8 @@ def encode(
         _encode_parts(tiles, ctx.encoder(), encoder_name, out, batch_size, device, parts,
                       scheduler)
         return
-    table = encode_stage(ctx)
+    with as_stage("encode"):
+        table = encode_stage(ctx)
     click.echo(f"encoded {table.n_units} units with {encoder_name} -> {table.n_features} "
                f"features: {table.path}")
 

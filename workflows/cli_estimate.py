@@ -103,6 +103,7 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
     """Estimate ATE and per-unit effects from units and image features into OUT."""
     from eocausal.models.effects.inputs import drop_incomplete, join_features
     from eocausal.models.effects.settings import check_settings
+    from eocausal.workflows.dag import as_stage
     from eocausal.workflows.lock import RunLock
     from eocausal.workflows.paths import RunPaths
     from eocausal.workflows.runner import prepare_run_dir
@@ -150,7 +151,7 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
     echo = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
     click.echo(f"  {len(frame)} units, {len(feature_cols)} features, "
                f"{len(covariate_cols)} covariates, method {estimator.method}", err=True)
-    with RunLock(paths.lock, paths.lock_info, note=echo):
+    with RunLock(paths.lock, paths.lock_info, note=echo), as_stage("estimate"):
         effects = estimate_table(data, estimator, paths, seed=seed, trim=trim)
         evaluation = (evaluate_table(data, estimator, paths, n_bootstrap=n_bootstrap_rate,
                                      seed=seed, echo=echo) if evaluate else None)

@@ -52,6 +52,7 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
     from eocausal.workflows.cluster import partition_mapper
     from eocausal.workflows.config import config_from_dict
     from eocausal.workflows.context import StageContext
+    from eocausal.workflows.dag import as_stage
     from eocausal.workflows.lock import RunLock
     from eocausal.workflows.paths import RunPaths
     from eocausal.workflows.stages.ingest import ingest_stage
@@ -67,7 +68,7 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
     }, source="command line")
     paths = RunPaths.for_store(out)
     echo = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
-    with RunLock(paths.lock, paths.lock_info, note=echo), \
+    with as_stage("ingest"), RunLock(paths.lock, paths.lock_info, note=echo), \
             partition_mapper(scheduler, workers, progress=sys.stderr.isatty()) as mapper:
         result = ingest_stage(StageContext(config, paths, echo=echo, mapper=mapper,
                                            with_outcome=False))

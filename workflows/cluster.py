@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper"]
+__all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper", "quiet_dask_logging"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,31 @@ def _size(task: Any) -> int:
         return len(task)
     except TypeError:
         return 1
+
+
+def quiet_dask_logging() -> None:
+    """Keep dask's INFO lines out of a user's terminal unless logging was asked for (-v).
+
+    distributed sets its loggers to INFO when it is imported, so this runs after that import.
+    """
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        for name in ("distributed", "tornado", "bokeh"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored: Ctrl-C in a terminal reaches the whole
+    process group, and the workers would each print tracebacks. This process alone handles
+    it and closes the cluster in order (a process that starts with SIGINT ignored keeps it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Runner:
@@ -51,12 +78,15 @@ class _Runner:
         if self.client is None:
             from dask.distributed import Client, LocalCluster
 
+            quiet_dask_logging()
+
             if self.scheduler in (None, "local"):
                 n_workers = self.workers or os.cpu_count() or 1
-                cluster = self.stack.enter_context(LocalCluster(
-                    n_workers=n_workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
-                ))
+                with _workers_ignore_ctrl_c():
+                    cluster = self.stack.enter_context(LocalCluster(
+                        n_workers=n_workers, threads_per_worker=1, processes=True,
+                        dashboard_address=None, silence_logs=logging.ERROR,
+                    ))
                 self.client = self.stack.enter_context(Client(cluster))
             else:
                 self.client = self.stack.enter_context(Client(self.scheduler, timeout="30s"))

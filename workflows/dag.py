@@ -9,9 +9,10 @@ all exist is skipped with "NAME: up to date"; ``force`` reruns a stage and every
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from eocausal.workflows.context import StageContext
     from eocausal.workflows.manifest import Manifest
 
-__all__ = ["Stage", "StageInterrupted", "downstream", "run_stages", "stage_hash"]
+__all__ = ["Stage", "StageInterrupted", "as_stage", "downstream", "run_stages", "stage_hash"]
 
 
 class StageInterrupted(KeyboardInterrupt):
@@ -31,6 +32,17 @@ class StageInterrupted(KeyboardInterrupt):
     def __init__(self, stage: str) -> None:
         super().__init__(stage)
         self.stage = stage
+
+
+@contextlib.contextmanager
+def as_stage(name: str) -> Iterator[None]:
+    """Name the stage a Ctrl-C interrupted, for a per-stage command that runs no DAG."""
+    try:
+        yield
+    except StageInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise StageInterrupted(name) from None
 
 
 def _nothing(_: Any) -> list[Path]:

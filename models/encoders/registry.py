@@ -307,6 +307,9 @@ def resolve_weights(weights: str | Path) -> Path:
 
 
 def _load_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if path.is_dir():
+        raise InputFileError(f"Encoder weights '{path}' is a directory; give the weights file "
+                             "inside it (a torch state dict, e.g. resnet18.pth).")
     if not path.is_file():
         raise InputFileError(f"Encoder weights file '{path}' does not exist. Check the path.")
     try:

@@ -58,8 +58,9 @@ def load_effect_model(path: Path, expected_sha256: str | None) -> Any:
     The model is a pickle (econml's forests have no safe format), and unpickling runs code:
     so the file must match the checksum the estimate stage recorded, or it is refused.
     """
-    from eocausal.errors import InputFileError
     from eocausal.models.effects.estimate import EffectModel
+
+    from eocausal.errors import InputFileError
 
     if not Path(path).is_file():
         raise InputFileError(f"effect model file '{path}' does not exist; run the estimate "
