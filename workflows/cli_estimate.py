@@ -19,7 +19,7 @@ import pandas as pd
 from eocausal.models.effects.settings import EffectSettings
 from eocausal.workflows.cli_options import settings_options
 
-from eocausal.errors import ConfigError, InputFileError, MissingColumnError
+from eocausal.errors import ConfigError, EstimationError, InputFileError, MissingColumnError
 
 __all__ = ["estimate"]
 
@@ -126,8 +126,13 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
         if not feature_cols:
             raise MissingColumnError(
                 f"'{features_path}' has no numeric feature columns besides {fid!r}.")
-        table = join_features(units.drop(columns=[c for c in feature_cols if c in units.columns]),
-                              features[[fid, *feature_cols]], on=id_column, features_on=fid)
+        try:
+            table = join_features(
+                units.drop(columns=[c for c in feature_cols if c in units.columns]),
+                features[[fid, *feature_cols]], on=id_column, features_on=fid)
+        except EstimationError as exc:
+            raise EstimationError(f"{exc} (units '{units_path}', features '{features_path}')"
+                                  ) from None
     elif not covariate_cols:
         raise ConfigError("give --features, --covariates or both: the effect model needs "
                           "something to condition on.")
@@ -152,7 +157,9 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
     click.echo(f"  {len(frame)} units, {len(feature_cols)} features, "
                f"{len(covariate_cols)} covariates, method {estimator.method}", err=True)
     with RunLock(paths.lock, paths.lock_info, note=echo), as_stage("estimate"):
-        effects = estimate_table(data, estimator, paths, seed=seed, trim=trim)
+        effects = estimate_table(data, estimator, paths, seed=seed, trim=trim, echo=echo,
+                                 source=f"'{units_path}'" + (f" with '{features_path}'"
+                                                             if features_path else ""))
         evaluation = (evaluate_table(data, estimator, paths, n_bootstrap=n_bootstrap_rate,
                                      seed=seed, echo=echo) if evaluate else None)
         summary = _write_summary(paths, effects.summary, evaluation, len(units),

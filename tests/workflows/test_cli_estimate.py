@@ -97,3 +97,27 @@ def test_disjoint_ids_are_reported(inputs) -> None:
     result = run(args)
     assert isinstance(result.exception, EstimationError)
     assert "share no ids: 2082 units in 'row'" in str(result.exception)
+
+
+def test_constant_outcome_and_too_many_columns_warn(inputs, tmp_path) -> None:
+    units = pd.read_csv(inputs[0])
+    units["Y"] = 1.0
+    path = tmp_path / "constant.csv"
+    units.to_csv(path, index=False)
+    args = base_args(inputs, "constant")
+    args[args.index("--units") + 1] = str(path)
+    result = run([*args, "--drop-missing", "--no-evaluate"])
+    assert "the outcome of" in result.output and "is constant" in result.output
+
+
+def test_nan_features_name_file_column_and_units(inputs, tmp_path) -> None:
+    features = pd.read_parquet(inputs[1])
+    features.loc[3, "f2"] = float("nan")
+    path = tmp_path / "nan.parquet"
+    features.to_parquet(path)
+    args = base_args(inputs, "nanf")
+    args[args.index("--features") + 1] = str(path)
+    result = run([*args, "--drop-missing", "--no-evaluate"])
+    assert isinstance(result.exception, EstimationError)
+    message = str(result.exception)
+    assert "Feature column 'f2'" in message and "nan.parquet" in message and "unit ids" in message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,43 @@ def write_effects(effects: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+class InputWarning(UserWarning):
+    """The inputs can be estimated from, but the result deserves a second look."""
+
+
+def check_table(table: EstimationTable, source: str = "the units table") -> list[str]:
+    """Name NaN feature values by column and unit; warn about a constant outcome and about
+    more model columns than units. Returns the warnings' messages."""
+    from eocausal.errors import EstimationError
+
+    frame = table.frame
+    for column in table.features:
+        bad = frame[column].isna().to_numpy()
+        if bad.any():
+            ids = ", ".join(map(str, frame.loc[bad, "unit_id"].head(5)))
+            raise EstimationError(
+                f"Feature column '{column}' of {source} has NaN for {int(bad.sum())} units "
+                f"(unit ids {ids}{', ...' if bad.sum() > 5 else ''}); re-encode them or drop "
+                "those units.")
+    notes = []
+    outcome = pd.to_numeric(frame["outcome"], errors="coerce")
+    if outcome.nunique(dropna=True) <= 1:
+        notes.append(f"the outcome of {source} is constant ({float(outcome.iloc[0]):g} for all "
+                     f"{len(frame)} units): every effect estimate is 0 by construction. Check "
+                     "the outcome column.")
+    n_columns = len(table.covariates) + len(table.features)
+    if n_columns >= len(frame):
+        notes.append(f"{source} gives {n_columns} model columns ({len(table.covariates)} "
+                     f"covariates, {len(table.features)} features) for {len(frame)} units: "
+                     "estimates will be unstable. Use fewer covariates, or PCA (n_components).")
+    for note in notes:
+        warnings.warn(InputWarning(note), stacklevel=3)
+    return notes
+
+
 def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, seed: int = 0,
-                   trim: float | None = None, echo: Any = None) -> EffectResult:
+                   trim: float | None = None, echo: Any = None,
+                   source: str = "the units table") -> EffectResult:
     """Fit the effect model and the ATE table on ``table``; write the stage's files.
 
     ``settings`` is the config's estimator section (an ``EffectSettings``).
@@ -202,6 +238,9 @@ def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, se
     from eocausal.models.evaluation import plots
     from eocausal.models.evaluation.balance import plot_balance
 
+    for note in check_table(table, source):
+        if echo is not None:
+            echo(f"warning: {note}")
     frame = table.frame
     t, y = frame["treatment"].to_numpy(), frame["outcome"].to_numpy(float)
     feats = frame[table.features] if table.features else None
@@ -243,6 +282,6 @@ def estimate_stage(ctx: StageContext) -> EffectResult:
     """The run's estimate stage: :func:`estimate_table` on :func:`run_table`."""
     result = estimate_table(run_table(ctx), ctx.config.estimator, ctx.paths,
                             seed=ctx.config.seed, trim=getattr(ctx.config.estimator, "trim", None),
-                            echo=ctx.echo)
+                            echo=ctx.echo, source=f"units file '{ctx.config.units.path}'")
     ctx.remember("effects", result)
     return result
