@@ -316,7 +316,9 @@ def _load_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe pickles
         raise EncoderError(
-            f"Cannot read encoder weights '{path}' as a torch state dict ({exc}). Save it with "
+            f"Cannot read encoder weights '{path}' as a torch state dict of tensors "
+            f"({type(exc).__name__}). eocausal loads weights with weights_only=True and never "
+            "runs code from a weights file: save plain weights with "
             "torch.save(model.state_dict(), path)."
         ) from exc
     if (

@@ -210,6 +210,14 @@ def check_table(table: EstimationTable, source: str = "the units table") -> list
                 f"Feature column '{column}' of {source} has NaN for {int(bad.sum())} units "
                 f"(unit ids {ids}{', ...' if bad.sum() > 5 else ''}); re-encode them or drop "
                 "those units.")
+    arms = pd.Series(frame["treatment"]).value_counts()
+    if not set(arms.index) <= {0, 1, True, False}:
+        shown = ", ".join(map(str, sorted(arms.index)[:5]))
+        raise EstimationError(f"The treatment column of {source} must be 0/1; it holds {shown}. "
+                              "Recode it to 0 (control) and 1 (treated).")
+    if len(arms) < 2:
+        raise EstimationError(f"Every one of the {len(frame)} units of {source} has treatment "
+                              f"{arms.index[0]}; an effect needs treated and control units.")
     notes = []
     outcome = pd.to_numeric(frame["outcome"], errors="coerce")
     if outcome.nunique(dropna=True) <= 1:
