@@ -44,7 +44,10 @@ def load_patches(
                 )
             key_values, patches = np.asarray(data[keys]), np.asarray(data[images])
     except (OSError, ValueError) as exc:
-        raise InputFileError(f"Patch file '{path}' cannot be read as .npz: {exc}") from exc
+        raise InputFileError(
+            f"Patch file '{path}' cannot be read as an .npz of plain arrays "
+            f"({type(exc).__name__}); eocausal never unpickles patch files. Save the patches "
+            "with numpy.savez(path, keys=..., images=...).") from exc
     if patches.ndim == 3:
         patches = patches[..., None] if channels_last else patches[:, None]
     if patches.ndim != 4 or len(key_values) != len(patches):

@@ -140,7 +140,8 @@ def validate_units(
     wanted = {columns.id: "unit_id"}
     if require_outcome:
         wanted.update({columns.treatment: "treatment", columns.outcome: "outcome"})
-    if columns.group:
+    group_is_another_column = columns.group is not None and columns.group in wanted
+    if columns.group and not group_is_another_column:
         wanted[columns.group] = "group"
     needed = [c for c in [*wanted, *columns.covariates] if c is not None]
     missing = [c for c in needed if c not in frame.columns]
@@ -150,8 +151,13 @@ def validate_units(
             f"Units file '{source}' has no column(s) {missing}; its columns are {present}. "
             "Map them in the config's 'units' section (id, treatment, outcome, covariates)."
         )
-    keep = [c for c in needed if c in frame.columns] + [frame.geometry.name]
+    if len(frame) == 0:
+        raise UnitsError(f"Units file '{source}' has no units (no rows). Give a file with at "
+                         "least one unit.")
+    keep = list(dict.fromkeys(c for c in needed if c in frame.columns)) + [frame.geometry.name]
     units = frame[keep].rename(columns={k: v for k, v in wanted.items() if k})
+    if group_is_another_column:  # e.g. --group unit_id: each unit is its own group
+        units["group"] = frame[columns.group].to_numpy()
     units = units.set_geometry(frame.geometry.name).reset_index(drop=True)
 
     ids = units["unit_id"]
@@ -189,7 +195,34 @@ def validate_units(
             f"Units file '{source}' has invalid geometry in rows {_format_rows(invalid)}. "
             "Repair it, for example with shapely.make_valid."
         )
+    _check_coordinates(units, source)
     return units
+
+
+def _check_coordinates(units: gpd.GeoDataFrame, source: str) -> None:
+    """Coordinates must lie on the earth: latitude 95 is a typo, not a place outside imagery."""
+    crs = units.crs
+    if crs is None:
+        return
+    bounds = units.geometry.bounds.to_numpy(dtype=float)
+    if crs.is_geographic:
+        lon, lat = bounds[:, [0, 2]], bounds[:, [1, 3]]
+        bad = ~(np.isfinite(bounds).all(axis=1) & (np.abs(lat) <= 90).all(axis=1)
+                & (lon >= -180).all(axis=1) & (lon <= 360).all(axis=1))
+        what = "longitude in [-180, 360] and latitude in [-90, 90]"
+    else:
+        from pyproj import Transformer
+
+        to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        lon, lat = to_lonlat.transform(bounds[:, 0], bounds[:, 1])
+        bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90))
+        what = f"coordinates that {crs.to_string()} maps onto the earth"
+    if bad.any():
+        rows = units.index[bad]
+        raise UnitsError(
+            f"Units file '{source}' has invalid coordinates in rows {_format_rows(rows)} (unit "
+            f"ids {_format_rows(pd.Index(units.loc[rows, 'unit_id']))}): expected {what}. Check "
+            "for swapped lon/lat columns or a wrong 'units.crs'.")
 
 
 def _check_numeric(units: pd.DataFrame, name: str, source: str, original: str | None) -> None:
