@@ -16,6 +16,12 @@ _EXPORTS = {
     "SimulatedWorld": "simulate",
     "simulate": "simulate",
     "write_world": "simulate",
+    "PanelSpec": "panel",
+    "PanelWorld": "panel",
+    "SimulatedPanel": "panel",
+    "make_panel": "panel",
+    "simulate_panel": "panel",
+    "write_panel": "panel",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -205,8 +205,8 @@ def estimate_panel(
     treatment: str = "treatment", outcome: str = "outcome",
     features: Sequence[str] | None = None, covariates: Sequence[str] = (),
     methods: Sequence[str] = PANEL_METHODS, cv: int = 5, learner: str = "linear",
-    n_components: int | None = None, bias_threshold: float = 3.0,
-    random_state: int | None = 0,
+    n_components: int | None = None, period_effects: bool = True,
+    bias_threshold: float = 3.0, random_state: int | None = 0,
 ) -> PanelResult:
     """Effect of a treatment on an outcome in a long panel, by four DML panel estimators.
 
@@ -228,6 +228,9 @@ def estimate_panel(
         Nuisance learner for ``E[Y|X]`` and ``E[D|X]``.
     n_components : int, default=None
         Reduce the features to this many principal components first (seeded).
+    period_effects : bool, default=True
+        Add a dummy per period to the controls (period fixed effects), so a common trend in
+        uptake and outcome is not read as the effect.
     bias_threshold : float, default=3.0
         ``pooled`` is marked biased when it lies this many of its SEs from ``mundlak``.
     random_state : int or None, default=0
@@ -247,6 +250,7 @@ def estimate_panel(
     """
     settings = check_panel_settings(unit=unit, period=period, methods=list(methods), cv=cv,
                                     learner=learner, n_components=n_components,
+                                    period_effects=period_effects,
                                     covariates=list(covariates), bias_threshold=bias_threshold)
     if features is None:
         features = [c for c in table.columns if isinstance(c, str) and c[:1] == "f" and c[1:].isdigit()]
@@ -275,6 +279,8 @@ def estimate_panel(
         k = len(features)
         pcs = PCA(settings.n_components, random_state=random_state).fit_transform(X[:, :k])
         X = np.column_stack([pcs, X[:, k:]])
+    if period_effects:  # two-way: a common shock per period (a roll-out, a drought year)
+        X = np.column_stack([X, np.eye(n_periods)[ranks][:, 1:]])
     x_cols = [f"x{i}" for i in range(X.shape[1])]
     frame = pd.DataFrame(X, columns=x_cols)
     frame.insert(0, "_u", codes)

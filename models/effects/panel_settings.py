@@ -38,6 +38,8 @@ class PanelSettings(BaseModel):
         "linear", description="Nuisance learner: ridge (linear) or gradient boosting (gbm).")
     n_components: int | None = Field(
         None, ge=1, description="PCA components kept of the image features (None keeps all).")
+    period_effects: bool = Field(
+        True, description="Add period dummies (period fixed effects) to the nuisance models.")
     cv: int = Field(5, ge=2, description="Cross-fitting folds, drawn over units.")
     bias_threshold: float = Field(
         3.0, gt=0.0, description="Pooled is marked biased when it differs from Mundlak by this "
