@@ -128,6 +128,11 @@ def period_ranks(values: pd.Series, column: str = "period") -> np.ndarray:
     return ranks.astype(np.int64)
 
 
+def _label(value: Any) -> str:
+    """A period as a user wrote it: 2017 or '2021-06-30', never np.int64(2017)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _check_columns(table: pd.DataFrame, names: Sequence[str]) -> None:
     missing = [c for c in names if c not in table.columns]
     if missing:
@@ -263,7 +268,7 @@ def estimate_panel(
     ranks = period_ranks(table[period], period)
     n_periods = int(ranks.max()) + 1
     if n_periods < 2:
-        raise EstimationError(f"column '{period}' holds one period ({table[period].iloc[0]!r}); "
+        raise EstimationError(f"column '{period}' holds one period ({_label(table[period].iloc[0])}); "
                               "a panel needs at least two. Use the cross-sectional estimators "
                               "(design rct or observational) instead.")
     codes = pd.factorize(table[unit])[0]
@@ -271,7 +276,7 @@ def estimate_panel(
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
         raise EstimationError(f"unit {table[unit].iloc[row]!r} appears more than once in period "
-                              f"{table[period].iloc[row]!r} (row {row}); keep one row per "
+                              f"{_label(table[period].iloc[row])} (row {row}); keep one row per "
                               f"'{unit}' and '{period}' (average repeated acquisitions first).")
     y, d = _finite(table, outcome), _finite(table, treatment)
     X = np.column_stack([_finite(table, c) for c in controls])

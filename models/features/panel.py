@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 
 from eocausal.errors import EncoderError
 
-__all__ = ["PanelFeatures", "encode_panel"]
+__all__ = ["PanelFeatures", "encode_panel", "split_empty_geometries"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,23 @@ class PanelFeatures:
     @property
     def feature_names(self) -> list[str]:
         return [c for c in self.table.columns if c[:1] == "f" and c[1:].isdigit()]
+
+
+def split_empty_geometries(units: gpd.GeoDataFrame, id_column: str = "unit_id"
+                           ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Keep units with a geometry; list the others (``unit_id``, ``reason``) instead of failing.
+
+    Parcel layers often hold rows whose polygon was never drawn; a panel keeps going
+    without them and says which they were (the rows for ``skipped_units.csv``).
+    """
+    geom = units.geometry
+    empty = (geom.isna() | geom.is_empty).to_numpy()
+    skipped = pd.DataFrame({"unit_id": units.loc[empty, id_column].astype(str).to_numpy(),
+                            "reason": "empty geometry: no polygon to cut a chip from"})
+    if empty.any():
+        log.warning("%d unit(s) without geometry left out: %s", int(empty.sum()),
+                    skipped["unit_id"].tolist()[:10])
+    return units.loc[~empty].copy(), skipped
 
 
 def _band_stats(store: TileStore, batch: int) -> tuple[np.ndarray, np.ndarray]:
