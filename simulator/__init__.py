@@ -22,6 +22,8 @@ _EXPORTS = {
     "make_panel": "panel",
     "simulate_panel": "panel",
     "write_panel": "panel",
+    "confounded_outcomes": "visibility",
+    "degrade_scene": "visibility",
 }
 
 __all__ = sorted(_EXPORTS)
