@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from eocausal.workflows.simkit import markdown_table, plot_grid, run_grid, simulation_grid, summarise_grid
+from eocausal.workflows.simkit import (
+    markdown_table,
+    plot_grid,
+    run_grid,
+    simulation_grid,
+    summarise_grid,
+)
 
 HERE = Path(__file__).resolve().parent
 

@@ -49,6 +49,10 @@ _EXPORTS = {
     "gates": "evaluation.calibration",
     "compare_methods": "evaluation.compare",
     "evaluate_heterogeneity": "evaluation.compare",
+    "estimate_panel": "effects.panel",
+    "PanelResult": "effects.panel",
+    "PanelSettings": "effects.panel_settings",
+    "encode_panel": "features.panel",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,6 +11,8 @@ _EXPORTS = {
     "partition_mapper": "cluster",
     "write_cog": "maps", "is_cog": "maps", "plot_surface": "maps",
     "Manifest": "manifest",
+    "StudySpec": "simkit", "simulation_grid": "simkit", "run_grid": "simkit",
+    "summarise_grid": "simkit", "plot_grid": "simkit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -127,3 +127,11 @@ def test_period_ranks_order_dates_and_numbers() -> None:
     dates = pd.Series(["2016-01-02", "2015-12-08", "2015-12-08T10:00:00", "2017-03-01"])
     assert period_ranks(dates).tolist() == [2, 0, 1, 3]
     assert period_ranks(pd.Series([3.0, 1.0, 2.0, 1.0])).tolist() == [2, 0, 1, 0]
+
+
+def test_settings_fields_are_the_keyword_arguments(panel: pd.DataFrame) -> None:
+    settings = PanelSettings(methods=["mundlak"], cv=3)
+    direct = estimate_panel(panel, methods=["mundlak"], cv=3).table()
+    via = estimate_panel(panel, treatment="treatment", outcome="outcome",
+                         **settings.model_dump()).table()
+    pd.testing.assert_frame_equal(direct, via)

@@ -19,7 +19,7 @@ from eocausal.workflows.simkit import (
 
 from eocausal.errors import ConfigError
 
-TINY = {"n_units": 200, "scene_size": 64, "n_estimators": 20}
+TINY = {"n_units": 200, "scene_size": 64, "n_estimators": 40}
 
 
 def _removed(rows: list[dict], method: str = "aipw") -> float:
@@ -71,7 +71,7 @@ def test_summary_matches_a_hand_computation() -> None:
 
 def test_grid_runs_on_dask_with_the_same_numbers() -> None:
     specs = simulation_grid(pixel_sizes=(10, 160), visibilities=(1.0,), n_units=(200,),
-                            seeds=[0], scene_size=64, n_estimators=20)
+                            seeds=[0], scene_size=64, n_estimators=40)
     here = run_grid(specs, scheduler="synchronous")
     on_dask = run_grid(specs, scheduler="local", workers=1)
     pd.testing.assert_frame_equal(here, on_dask)
