@@ -42,7 +42,8 @@ from threadpoolctl import threadpool_limits
 
 from eocausal.errors import EstimationError, MissingColumnError
 
-__all__ = ["PANEL_METHODS", "PanelEstimate", "PanelResult", "estimate_panel", "period_ranks"]
+__all__ = ["PANEL_METHODS", "PanelEstimate", "PanelResult", "estimate_panel", "join_panel",
+           "period_ranks"]
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
@@ -133,6 +134,37 @@ def _label(value: Any) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
+def join_panel(table: pd.DataFrame, features: pd.DataFrame, *, unit: str = "unit_id",
+               period: str = "period") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join a survey's long table with per-period features on unit and period.
+
+    Periods are matched as text (``2019`` and ``"2019"`` agree), so label the feature dates
+    as the survey labels its rounds first (``encode_panel(..., periods=[d[:4] for d in
+    store.dates])`` for yearly rounds). Returns the joined rows and the survey rows without
+    features (``unit_id``, ``period``, ``reason``), for ``skipped_units.csv``.
+    """
+    _check_columns(table, [unit, period])
+    _check_columns(features.rename(columns={"unit_id": unit, "period": period}), [unit, period])
+    feats = features.rename(columns={"unit_id": unit, "period": period})
+    key = [unit, period]
+    left = table.assign(_key_u=table[unit].astype(str), _key_p=table[period].astype(str))
+    right = feats.drop(columns=key).assign(_key_u=feats[unit].astype(str),
+                                          _key_p=feats[period].astype(str))
+    joined = left.merge(right, on=["_key_u", "_key_p"], how="left", indicator=True)
+    matched = joined["_merge"] == "both"
+    missing = pd.DataFrame({"unit_id": joined.loc[~matched, unit].astype(str),
+                            "period": joined.loc[~matched, period].astype(str),
+                            "reason": "no usable image for this unit and period"})
+    out = joined[matched].drop(columns=["_key_u", "_key_p", "_merge"]).reset_index(drop=True)
+    if out.empty:
+        raise EstimationError(
+            f"no row of the table matches a feature row on '{unit}' and '{period}' (table "
+            f"periods {sorted(map(str, table[period].unique()))[:3]}, feature periods "
+            f"{sorted(map(str, feats[period].unique()))[:3]}); label the feature dates as "
+            "the table labels its periods.")
+    return out, missing.reset_index(drop=True)
+
+
 def _check_columns(table: pd.DataFrame, names: Sequence[str]) -> None:
     missing = [c for c in names if c not in table.columns]
     if missing:
@@ -194,6 +226,9 @@ def _fit_one(method: str, frame: pd.DataFrame, x_cols: list[str], *, cv: int, le
         with threadpool_limits(1, user_api="openmp"):
             model.fit()
     gaps = [w for w in caught if "missing (id, time)" in str(w.message)]
+    for w in caught:
+        if w not in gaps:
+            logger.warning("panel %s: %s", method, w.message)
     notes = []
     if gaps:  # DoubleML fills the complete grid; a difference across a gap is dropped
         n_gaps = re.search(r"contains (\d+) missing", str(gaps[0].message))

@@ -135,3 +135,17 @@ def test_settings_fields_are_the_keyword_arguments(panel: pd.DataFrame) -> None:
     via = estimate_panel(panel, treatment="treatment", outcome="outcome",
                          **settings.model_dump()).table()
     pd.testing.assert_frame_equal(direct, via)
+
+
+def test_join_panel_matches_periods_as_text_and_lists_the_rest(panel: pd.DataFrame) -> None:
+    from eocausal.models.effects.panel import join_panel
+
+    survey = panel[["unit_id", "period", "treatment", "outcome"]]
+    feats = panel[["unit_id", "period", "f0000"]].assign(period=panel["period"].astype(str))
+    feats = feats.iloc[1:]  # V000's first period has no usable image
+    joined, missing = join_panel(survey, feats)
+    assert len(joined) == len(panel) - 1 and joined["f0000"].notna().all()
+    assert missing.to_dict("records") == [{"unit_id": "V000", "period": "2015",
+                                           "reason": "no usable image for this unit and period"}]
+    with pytest.raises(EstimationError, match="label the feature dates"):
+        join_panel(survey, feats.assign(period="2031-01-01"))
