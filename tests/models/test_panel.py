@@ -149,3 +149,8 @@ def test_join_panel_matches_periods_as_text_and_lists_the_rest(panel: pd.DataFra
                                            "reason": "no usable image for this unit and period"}]
     with pytest.raises(EstimationError, match="label the feature dates"):
         join_panel(survey, feats.assign(period="2031-01-01"))
+
+
+def test_boosted_nuisances_also_recover_the_effect(panel: pd.DataFrame) -> None:
+    row = estimate_panel(panel, methods=["mundlak"], learner="gbm", cv=3).table().loc["mundlak"]
+    assert row["lo"] <= EFFECT <= row["hi"] and abs(row["estimate"] - EFFECT) < 0.2
