@@ -1,7 +1,8 @@
 """Run every benchmark in turn (``make bench``); each prints a markdown table.
 
 The coverage simulation (about 15 minutes) is left out; run it with
-``python -m benchmarks.coverage_simulation --seeds 50``.
+``python -m benchmarks.coverage_simulation --seeds 50``; so is the simulation kit's grid
+(about 30 minutes on 2 cores): ``python -m benchmarks.simulation_kit --seeds 10``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ BENCHMARKS = [
     ["benchmarks.bench_ingest"],
     ["benchmarks.bench_encoders", "--threads", "1"],
     ["benchmarks.bench_estimators"],
+    ["benchmarks.bench_panel", "--seeds", "20"],
 ]
 
 if __name__ == "__main__":

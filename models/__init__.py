@@ -48,6 +48,10 @@ _EXPORTS = {
     "gates": "evaluation.calibration",
     "compare_methods": "evaluation.compare",
     "evaluate_heterogeneity": "evaluation.compare",
+    "estimate_panel": "effects.panel",
+    "PanelResult": "effects.panel",
+    "PanelSettings": "effects.panel_settings",
+    "encode_panel": "features.panel",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports("eocausal.models", _EXPORTS)

@@ -15,6 +15,14 @@ _EXPORTS = {
     "SimulatedWorld": "simulate",
     "simulate": "simulate",
     "write_world": "simulate",
+    "PanelSpec": "panel",
+    "PanelWorld": "panel",
+    "SimulatedPanel": "panel",
+    "make_panel": "panel",
+    "simulate_panel": "panel",
+    "write_panel": "panel",
+    "confounded_outcomes": "visibility",
+    "degrade_scene": "visibility",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports("eocausal.simulator", _EXPORTS)

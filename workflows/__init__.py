@@ -12,6 +12,8 @@ _EXPORTS = {
     "Manifest": "manifest",
     "RunPaths": "paths", "Stage": "dag", "run_stages": "dag", "StageContext": "context",
     "STAGES": "stages", "RunLock": "lock", "Run": "api", "open_run": "api",
+    "StudySpec": "simkit", "simulation_grid": "simkit", "run_grid": "simkit",
+    "summarise_grid": "simkit", "plot_grid": "simkit",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports("eocausal.workflows", _EXPORTS)
