@@ -85,7 +85,15 @@ def _groups(table: pd.DataFrame, group_column: str | None, block_size: float | N
               help="Spatial block side (coordinate units) for grouped folds, from --x/--y-column.")
 @click.option("--x-column", default="x", show_default=True)
 @click.option("--y-column", default="y", show_default=True)
-@settings_options(EffectSettings)
+@click.option("--design", type=click.Choice(["rct", "observational", "panel"]), default="rct",
+              show_default=True, help="rct: known assignment; observational: treatment "
+              "modelled from X; panel: units observed over periods (needs --period-column).")
+@click.option("--period-column", default=None,
+              help="Period column of a panel (units and features both long: one row per "
+                   "unit and period).")
+@click.option("--panel-methods", default="mundlak,first_difference,within,pooled",
+              show_default=True, help="Panel estimators, comma separated.")
+@settings_options(EffectSettings, exclude=("design",))
 @click.option("--trim", type=float, default=None,
               help="Drop units with propensity outside [trim, 1 - trim] in the ATE table.")
 @click.option("--drop-missing", is_flag=True,
@@ -99,8 +107,14 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
              features_id: str | None, treatment_col: str, outcome_col: str, covariates: str,
              group_column: str | None, block_size: float | None, x_column: str, y_column: str,
              trim: float | None, drop_missing: bool, evaluate: bool, n_bootstrap_rate: int,
-             seed: int, **settings: Any) -> None:
+             seed: int, design: str, period_column: str | None, panel_methods: str,
+             **settings: Any) -> None:
     """Estimate ATE and per-unit effects from units and image features into OUT."""
+    if design == "panel" or period_column is not None:
+        _estimate_panel(units_path, features_path, out, id_column, treatment_col, outcome_col,
+                        covariates, period_column, panel_methods, settings, seed)
+        return
+    settings["design"] = design
     from eocausal.models.effects.inputs import drop_incomplete, join_features
     from eocausal.models.effects.settings import check_settings
     from eocausal.workflows.dag import as_stage
@@ -191,3 +205,50 @@ def _write_summary(paths: Any, estimates: dict[str, Any], evaluation: Any, n_uni
     write_json(paths.summary, summary)
     write_report(paths, summary, title=f"eocausal estimate: {paths.root.name}")
     return summary
+
+
+def _estimate_panel(units_path: Path, features_path: Path | None, out: Path, id_column: str,
+                    treatment_col: str, outcome_col: str, covariates: str,
+                    period_column: str | None, methods: str, settings: dict[str, Any],
+                    seed: int) -> None:
+    """``--design panel``: the panel estimators on a long units table and long features."""
+    from eocausal.models.effects.panel import estimate_panel, join_panel
+    from eocausal.models.effects.panel_settings import check_panel_settings
+    from eocausal.workflows.paths import RunPaths
+    from eocausal.workflows.runner import prepare_run_dir
+    from eocausal.workflows.stages.estimate import write_json
+
+    if period_column is None:
+        raise ConfigError("--design panel needs --period-column: the column naming each row's "
+                          "period.")
+    panel = check_panel_settings(
+        unit=id_column, period=period_column,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        covariates=[c.strip() for c in covariates.split(",") if c.strip()], cv=settings["cv"],
+        n_components=settings["n_components"])
+    units = _read_table(units_path, "units")
+    _require(units, [id_column, period_column, treatment_col, outcome_col, *panel.covariates],
+             units_path, "--id-column/--period-column/--treatment/--outcome/--covariates")
+    table, feature_cols, missing = units, [], None
+    if features_path is not None:
+        features = _read_table(features_path, "features")
+        _require(features, ["unit_id", period_column if period_column in features else "period"],
+                 features_path, "--period-column")
+        features = features.rename(columns={period_column: "period"})
+        feature_cols = [c for c in features.columns if c not in ("unit_id", "period")
+                        and pd.api.types.is_numeric_dtype(features[c])
+                        and c != "valid_fraction"]
+        table, missing = join_panel(units, features[["unit_id", "period", *feature_cols]],
+                                    unit=id_column, period=period_column)
+    result = estimate_panel(table, treatment=treatment_col, outcome=outcome_col,
+                            features=feature_cols or None, random_state=seed,
+                            **panel.model_dump())
+    paths = RunPaths(out)
+    prepare_run_dir(paths)
+    result.table().to_csv(paths.ate_table)
+    write_json(paths.summary, {"design": "panel", "panel": result.summary(),
+                               "n_unit_periods_without_image": 0 if missing is None
+                               else len(missing)})
+    click.echo(result.table()[["estimate", "se", "lo", "hi", "n_unit_periods", "biased"]]
+               .to_string(float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"  {paths.ate_table}\n  {paths.summary}")

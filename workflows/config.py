@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
+from eocausal.models.effects.panel_settings import PanelSettings
 from eocausal.models.effects.settings import EffectSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -90,6 +91,16 @@ class EvaluationSection(_Section):
     n_bootstrap: int = Field(200, ge=0, description="half-sample bootstrap replicates of RATE")
 
 
+class PanelSection(PanelSettings):
+    """A panel design: the survey's long table (one row per unit and period) and how the
+    imagery's dates become its periods. Treatment and outcome columns are those of 'units'."""
+
+    path: Path = Field(description="survey table (CSV or Parquet): unit, period, treatment, "
+                                   "outcome, covariates")
+    period_format: Literal["date", "year", "month"] = Field(
+        "date", description="period label of each image date: the date, its year or its month")
+
+
 class MapSection(_Section):
     enabled: bool = True
     stride: int | None = Field(None, ge=1, description="grid step in pixels; default chip/2")
@@ -115,6 +126,7 @@ class RunConfig(_Section):
     chips: ChipsSection = Field(default_factory=ChipsSection)
     encoder: EncoderSection = Field(default_factory=EncoderSection)
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
+    panel: PanelSection | None = None
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     map: MapSection = Field(default_factory=MapSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
@@ -215,6 +227,8 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     config.encoder.weights = resolve(config.encoder.weights)
     if config.patches is not None:
         config.patches.path = resolve(config.patches.path)
+    if config.panel is not None:
+        config.panel.path = resolve(config.panel.path)
     config.truth = resolve(config.truth)
     return config
 

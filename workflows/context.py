@@ -66,9 +66,11 @@ class StageContext:
             if self.config.units.path is None:
                 raise ConfigError("The config names no units file: set 'units.path' "
                                   "(or a 'simulate' section).")
+            # a panel's units file holds places only: treatment and outcome are per period
+            with_outcome = self.with_outcome and self.config.panel is None
             self._cache["units"] = read_units(
-                self.config.units.path, unit_columns(self.config, with_outcome=self.with_outcome),
-                require_outcome=self.with_outcome)
+                self.config.units.path, unit_columns(self.config, with_outcome=with_outcome),
+                require_outcome=with_outcome)
         return self._cache["units"]
 
     def store(self) -> TileStore:

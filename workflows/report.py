@@ -90,6 +90,16 @@ def write_report(paths: RunPaths, summary: dict[str, Any], *, title: str,
         parts.append("<h2>ATE by estimator</h2>")
         parts.append(_grid(list(table.values()), ["method", "estimate", "se", "lo", "hi",
                                                   "n_used", "note"]))
+    panel = summary.get("panel")
+    if panel:
+        parts.append("<h2>Panel estimates</h2>")
+        rows = list((panel.get("estimates") or {}).values())
+        parts.append(_grid(rows, ["method", "estimate", "se", "lo", "hi", "n_units",
+                                  "n_unit_periods", "biased"]))
+        if any(r.get("biased") for r in rows):
+            parts.append("<p>Pooled DML ignores the panel: it lies several standard errors from "
+                         "the correlated-random-effects (Mundlak) estimate and is biased by the "
+                         "units' fixed character.</p>")
     het = summary.get("heterogeneity")
     if het:
         parts.append("<h2>Heterogeneity, held out</h2>")

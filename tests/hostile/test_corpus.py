@@ -10,13 +10,11 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 import yaml
-from shapely.geometry import Point, Polygon
-
 from eocausal.workflows.cli import main
+from shapely.geometry import Point, Polygon
 
 
 @pytest.fixture(scope="module")

@@ -211,7 +211,7 @@ def check_table(table: EstimationTable, source: str = "the units table") -> list
                 f"(unit ids {ids}{', ...' if bad.sum() > 5 else ''}); re-encode them or drop "
                 "those units.")
     arms = pd.Series(frame["treatment"]).value_counts()
-    if not set(arms.index) <= {0, 1, True, False}:
+    if not set(arms.index) <= {0, 1}:
         shown = ", ".join(map(str, sorted(arms.index)[:5]))
         raise EstimationError(f"The treatment column of {source} must be 0/1; it holds {shown}. "
                               "Recode it to 0 (control) and 1 (treated).")

@@ -21,7 +21,7 @@ __all__ = ["map_enabled", "map_outputs", "map_settings", "map_stage"]
 
 
 def map_enabled(config: Any) -> bool:
-    return bool(config.map.enabled) and config.patches is None
+    return bool(config.map.enabled) and config.patches is None and config.panel is None
 
 
 def map_settings(config: Any) -> dict[str, Any]:

@@ -79,6 +79,7 @@ def build_summary(ctx: StageContext, timings: dict[str, float]) -> dict[str, Any
         "skip_reasons": reasons,
         "encoder": config.encoder.name,
         "heterogeneity": evaluation,
+        "panel": estimates.get("panel"),
         "map": map_summary,
         "truth": (None if effects is None else
                   truth_comparison(config.truth, estimates, effects)),
