@@ -62,6 +62,7 @@ def _interrupt(config_path: Path, out: Path, stage: str, sig: int) -> subprocess
 def _outputs(out: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     summary.pop("timings_seconds")
+    summary.pop("estimator_sha256", None)  # a pickle: its bytes differ run to run
     effects = gpd.read_file(out / "effects.gpkg")
     features = pd.read_parquet(out / "features.parquet")
     return {"summary": summary, "effects": effects.drop(columns="geometry"),
