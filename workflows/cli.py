@@ -190,6 +190,7 @@ def _register_stage_commands() -> None:
 
     cli.add_command(encode)
     cli.add_command(estimate)
+    cli.add_command(__import__("eocausal.workflows.cli_map", fromlist=["map_command"]).map_command)
 
 
 _register_stage_commands()

@@ -33,6 +33,11 @@ LAYER_NAMES = {"effect": "Effect", "width": "Interval width", "support": "Extrap
                "units": "Trial units", "aggregates": "Aggregates", "targets": "Targets"}
 
 
+# folium's popups build their content with jQuery's ``$(html)[0]``; this is all they need.
+JQUERY_SHIM = ("window.$ = window.$ || function (markup) { var t = document.createElement("
+               "'template'); t.innerHTML = String(markup).trim(); return [t.content.firstChild]; };")
+
+
 def _vendor(name: str) -> str:
     return resources.files("eocausal.workflows.maps").joinpath("vendor", name).read_text()
 
@@ -64,7 +69,7 @@ def _png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> str:
 
 def _legend(label: str, vmax: float, width_max: float) -> str:
     return f"""
-<div id="eocausal-legend" style="position:absolute;bottom:18px;left:10px;z-index:1000;
+<div id="eocausal-legend" style="position:absolute;bottom:24px;right:10px;z-index:1000;
  background:rgba(255,255,255,.92);padding:8px 10px;font:12px system-ui,sans-serif;
  border:1px solid #999;border-radius:4px;max-width:260px">
  <b>{html.escape(label)}</b>
@@ -96,6 +101,7 @@ def effect_html(
     header = fmap.get_root().header
     header.add_child(Element(f"<style>{_vendor('leaflet.css')}</style>"), name="leaflet_css")
     header.add_child(Element(f"<script>{_vendor('leaflet.js')}</script>"), name="leaflet_js")
+    header.add_child(Element(f"<script>{JQUERY_SHIM}</script>"), name="jquery_shim")
     header.add_child(Element(f"<title>{html.escape(title)}</title>"), name="title")
     values = cells["cate"].to_numpy(dtype=float)
     finite = np.abs(values[np.isfinite(values)])
@@ -137,7 +143,8 @@ def effect_html(
             if "cate" in row and np.isfinite(row["cate"]):
                 text += f", estimated effect {row['cate']:.3g}"
             folium.CircleMarker([row.geometry.y, row.geometry.x], radius=3,
-                                color="#111", weight=1, fill=treated, fill_color="#111",
+                                color="#111", weight=1, fill=True,
+                                fill_color="#111" if treated else "#fff",
                                 fill_opacity=1.0, popup=text).add_to(group)
         group.add_to(fmap)
     if aggregates is not None and len(aggregates):
