@@ -51,7 +51,7 @@ def write_effect_cog(path: str | Path, bands: Mapping[str, np.ndarray], *, trans
     """Write named float32 bands (NaN = nodata) as one COG with rio-cogeo, then validate it.
 
     Band descriptions are the names; ``tags`` go to the dataset (for example the outcome's
-    units), ``band_tags`` to each band. Overviews are averaged, blocks 256 x 256, DEFLATE.
+    units), ``band_tags`` to each band. Overviews are averaged, blocks up to 256 x 256, DEFLATE.
 
     Raises
     ------
@@ -77,7 +77,9 @@ def write_effect_cog(path: str | Path, bands: Mapping[str, np.ndarray], *, trans
             tmp.update_tags(**dict(tags or {}))
         with mem.open() as src:
             out = cog_profiles.get("deflate")
-            out.update(blockxsize=256, blockysize=256)
+            # Blocks of at most half the map, so even a small map gets an overview level.
+            block = int(min(256, max(16, 16 * (min(stack.shape[1:]) // 32))))
+            out.update(blockxsize=block, blockysize=block)
             cog_translate(src, str(path), out, overview_resampling="average", quiet=True,
                           in_memory=True, add_mask=False, forward_band_tags=True,
                           web_optimized=False, overview_level=None)

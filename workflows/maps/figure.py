@@ -104,8 +104,9 @@ def effect_figure(
     colorbar = fig.colorbar(image, ax=ax, shrink=0.82, label=label)
     colorbar.ax.axhline(0.0, color="k", lw=0.8)
     handles = []
-    for frame in boundaries or []:
-        frame.to_crs(crs).boundary.plot(ax=ax, color="0.15", lw=0.8, zorder=4)
+    boundaries = [f for f in boundaries or [] if not f.geom_type.isin(["Point", "MultiPoint"]).all()]
+    for frame in boundaries:
+        frame.to_crs(crs).boundary.plot(ax=ax, color="0.15", lw=0.8, zorder=4, gid="boundary")
     if boundaries:
         handles.append(plt.Line2D([], [], color="0.15", lw=0.8, label="region boundaries"))
     if units is not None and len(units):
