@@ -104,10 +104,11 @@ def test_png_has_the_elements_a_reader_needs(tmp_path):
     image = ax.images[0]
     vmin, vmax = image.get_clim()
     assert vmin == -vmax > -np.inf and image.get_cmap().name == "RdBu_r"  # centred on zero
-    assert any(im.get_gid() == "extrapolation" for im in ax.images)
+    assert any(c.get_gid() == "extrapolation" for c in ax.collections)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "trial unit, treated" in legend and "trial unit, control" in legend
     assert "region boundaries" in legend and any("support" in t for t in legend)
+    assert "no data" in legend
     assert sum(line.get_gid() == "graticule" for line in ax.lines) >= 2
     ticks = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
     assert ticks and all("°" in t for t in ticks)

@@ -73,8 +73,10 @@ def aggregate_cells(cells: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame, by: str
 
     ``cells`` has point geometry, ``cate``, ``cate_lo``, ``cate_hi``, ``extrapolated`` and,
     on a grid, ``row``/``col`` of a raster of ``shape``. Cells without a prediction (NaN)
-    are left out; polygons without cells get ``n_cells = 0`` and NaN.
+    are left out; polygons without cells get ``n_cells = 0`` and NaN. The result keeps the
+    polygons' own CRS.
     """
+    original = polygons
     polygons = polygons.to_crs(cells.crs)
     ok = cells[np.isfinite(cells["cate"].to_numpy(dtype=float))]
     joined = gpd.sjoin(ok[["geometry"]], polygons[[by, "geometry"]], predicate="within",
@@ -108,4 +110,4 @@ def aggregate_cells(cells: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame, by: str
                           share_extrapolated=float(ok["extrapolated"].to_numpy()[members].mean()))
         rows.append(record)
     table = pd.DataFrame(rows).rename(columns={by: "name"})
-    return gpd.GeoDataFrame(table, geometry=polygons.geometry.to_numpy(), crs=polygons.crs)
+    return gpd.GeoDataFrame(table, geometry=original.geometry.to_numpy(), crs=original.crs)

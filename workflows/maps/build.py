@@ -222,6 +222,11 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     aggregates = None
     if polygons is not None:
         aggregates = aggregate_cells(cells, polygons, settings.by, shape=grid.shape)
+        empty = int((aggregates["n_cells"] == 0).sum())
+        aggregates = aggregates[aggregates["n_cells"] > 0].reset_index(drop=True)
+        if empty:
+            echo(f"{empty} of {len(polygons)} polygons of '{settings.aggregate}' hold no mapped "
+                 "cell and are left out of the aggregates")
         aggregates.to_file(paths.aggregates_gpkg, layer="aggregates", driver="GPKG")
         aggregates.drop(columns="geometry").to_csv(paths.aggregates_csv, index=False)
         outputs.update({"aggregates.gpkg": paths.aggregates_gpkg,

@@ -1,7 +1,7 @@
 """``effect.png``: the effect map a reader can take in at a glance.
 
 Diverging colours centred on zero (red raises the outcome, blue lowers it) with a colour bar
-in the outcome's units, extrapolated cells faded under a grey veil, a latitude/longitude
+in the outcome's units, extrapolated cells hatched, nodata grey (never the white of zero), a latitude/longitude
 graticule on a projected map, a scale bar, the trial's units (treated and control) and the
 region's boundaries.
 """
@@ -17,13 +17,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
 from pyproj import Transformer  # noqa: E402
 
-__all__ = ["effect_figure", "nice_step", "scale_length"]
+__all__ = ["NODATA", "effect_figure", "nice_step", "scale_length"]
+
+NODATA = "#bdbdbd"
 
 
 def nice_step(span: float, target: int = 4) -> float:
@@ -86,6 +87,7 @@ def effect_figure(
     of places passes ``cells`` (points with ``cate``) instead. ``units`` has ``treatment``.
     """
     fig, ax = plt.subplots(figsize=(7.6, 6.4))
+    ax.set_facecolor(NODATA)  # cells without imagery or outside the region: never white (zero)
     values = surface if surface is not None else (
         cells["cate"].to_numpy(dtype=float) if cells is not None else np.array([]))
     finite = np.abs(values[np.isfinite(values)])
@@ -95,9 +97,13 @@ def effect_figure(
         image = ax.imshow(surface, extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
                           interpolation="nearest", zorder=1)
         if extrapolated is not None and extrapolated.any():
-            veil = np.where(extrapolated, 1.0, np.nan)
-            ax.imshow(veil, extent=extent, cmap=ListedColormap(["white"]), alpha=0.6,
-                      interpolation="nearest", zorder=2, gid="extrapolation")
+            rows, cols = extrapolated.shape
+            xs = np.linspace(extent[0], extent[1], cols + 1)
+            ys = np.linspace(extent[3], extent[2], rows + 1)
+            hatch = ax.pcolor(xs, ys, np.ma.masked_where(~extrapolated, np.ones_like(surface)),
+                              hatch="////", facecolor="none", edgecolor="0.25", lw=0.0,
+                              zorder=2)
+            hatch.set_gid("extrapolation")
     else:
         image = ax.scatter(cells.geometry.x, cells.geometry.y, c=values, cmap="RdBu_r",
                            vmin=-vmax, vmax=vmax, s=40, edgecolors="k", linewidths=0.4, zorder=2)
@@ -118,8 +124,9 @@ def effect_figure(
                    facecolors="none", edgecolors="#1b1b1b", linewidths=0.6,
                    label="trial unit, control", zorder=5)
     if extrapolated is not None and extrapolated.any():
-        handles.append(Patch(facecolor="#dddddd", edgecolor="0.5",
-                             label="faded: outside the trial's support"))
+        handles.append(Patch(facecolor="white", edgecolor="0.25", hatch="////",
+                             label="hatched: outside the trial's support"))
+    handles.append(Patch(facecolor=NODATA, edgecolor="0.5", label="no data"))
     scatter_handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=scatter_handles + handles, loc="lower left", fontsize=7, framealpha=0.85)
     _graticule(ax, crs, extent)
