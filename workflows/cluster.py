@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper"]
+__all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper", "quiet_dask_logging"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,21 @@ Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterable[Any]]
 
 # Below this many tasks, starting worker processes (about 2-3 s) costs more than it saves.
 AUTO_MIN_TASKS = 16
+
+
+def quiet_dask_logging(verbose: bool | None = None) -> None:
+    """Keep dask's INFO lines (client connects, worker starts) out of a user's terminal.
+
+    distributed installs its own INFO-level handler on import; its loggers are set to WARNING
+    here unless ``verbose`` (default: the root logger is at DEBUG, as ``eocausal -v`` sets).
+    """
+    if verbose is None:
+        verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    level = logging.DEBUG if verbose else logging.WARNING
+    for name in ("distributed", "distributed.client", "distributed.scheduler",
+                 "distributed.worker", "distributed.nanny", "distributed.core",
+                 "distributed.http.proxy"):
+        logging.getLogger(name).setLevel(level)
 
 
 def _size(task: Any) -> int:
@@ -51,6 +66,7 @@ class _Runner:
         if self.client is None:
             from dask.distributed import Client, LocalCluster
 
+            quiet_dask_logging()
             if self.scheduler in (None, "local"):
                 n_workers = self.workers or os.cpu_count() or 1
                 cluster = self.stack.enter_context(LocalCluster(
