@@ -78,6 +78,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "gain_vs_random": ("Gain over random targeting", "Per place, treating the ranked top share instead of the same number at random."),
     "gain_vs_all": ("Gain over treating everyone", "Per place; negative: treating everyone does better."),
     "value": ("Effect per place under the rule", ""), "share": ("Share of places treated", ""),
+    "budget": ("Budget", "Places to treat next: a count, or a share of the mapped cells."),
+    "n_targets": ("Places chosen", "The best-predicted cells inside the trial's support (targets.csv)."),
+    "outcome_units": ("Outcome units", ""),
 }
 
 
