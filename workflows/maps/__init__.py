@@ -6,7 +6,13 @@
 
 from eocausal.workflows.maps.aggregate import aggregate_cells, neighbour_correlation
 from eocausal.workflows.maps.build import MapResult, build_map
-from eocausal.workflows.maps.cog import is_cog, plot_surface, validate_cog, write_cog, write_effect_cog
+from eocausal.workflows.maps.cog import (
+           is_cog,
+           plot_surface,
+           validate_cog,
+           write_cog,
+           write_effect_cog,
+)
 from eocausal.workflows.maps.region import CellGrid, Region, lay_grid, read_region
 from eocausal.workflows.maps.settings import MapSettings
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,11 @@ def predict_part(task: PredictTask) -> tuple[str, int]:
     if task.covariates is not None:
         covariates = pd.DataFrame({name: np.full(len(frame), value)
                                    for name, value in task.covariates})
-    cate, lo, hi = model.predict_cate(frame, covariates)
+    with warnings.catch_warnings():
+        # On a dask worker (a daemon process) econml's forest falls back to one job and warns
+        # once per task; one job per worker process is what a cluster wants anyway.
+        warnings.filterwarnings("ignore", message="Inside a Dask worker", category=UserWarning)
+        cate, lo, hi = model.predict_cate(frame, covariates)
     with np.load(task.reference_path) as ref:
         reference = ref["reference"]
     dist, _ = NearestNeighbors(n_neighbors=1).fit(reference).kneighbors(
