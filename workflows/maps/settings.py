@@ -27,7 +27,9 @@ class MapSettings(BaseModel):
     count (>= 1) or a share (< 1) of the cells. ``support_quantile``: a cell whose nearest
     trial unit in feature space is farther than this quantile of the trial's own
     nearest-neighbour distances is flagged as extrapolation. ``covariates``: values of the
-    model's tabular covariates at the cells (default: the trial's means).
+    model's tabular covariates at the cells (default: the trial's means). ``cells_per_task``:
+    cells per chipping task (and store chunk). ``prediction_tasks``: encode+predict tasks,
+    each loading the effect model once (default: 1 in this process, else up to 8).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +46,7 @@ class MapSettings(BaseModel):
     support_quantile: float = Field(0.99, gt=0, le=1)
     covariates: dict[str, float] | None = None
     cells_per_task: int = Field(2048, ge=1)
+    prediction_tasks: int | None = Field(None, ge=1)
     batch_size: int = Field(256, ge=1)
     device: str = "auto"
     seed: int = 0

@@ -82,6 +82,14 @@ def _legend(label: str, vmax: float, width_max: float) -> str:
  <div>&#9650; treated, &#9675; control trial units</div></div>"""
 
 
+def _points(data: gpd.GeoDataFrame, name: str, fields: list[str], aliases: list[str], *,
+            radius: int, style) -> folium.GeoJson:
+    """One GeoJSON layer of circle markers with popups (one element, not one per point)."""
+    return folium.GeoJson(data.to_json(na="null"), name=name, style_function=style,
+                          marker=folium.CircleMarker(radius=radius),
+                          popup=folium.GeoJsonPopup(fields=fields, aliases=aliases))
+
+
 def effect_html(
     path: str | Path, *, title: str, label: str, bands: dict[str, np.ndarray] | None,
     transform: Affine | None, crs: str, cells: gpd.GeoDataFrame,
@@ -134,19 +142,18 @@ def effect_html(
                                       f"{row['cate_hi']:.3g}]").add_to(group)
         group.add_to(fmap)
     if units is not None and len(units):
-        group = folium.FeatureGroup(name=LAYER_NAMES["units"])
         shown = units.to_crs(4326).head(max_units)
-        for _, row in shown.iterrows():
-            treated = int(row["treatment"]) == 1
-            text = (f"unit {html.escape(str(row['unit_id']))}: "
-                    f"{'treated' if treated else 'control'}")
-            if "cate" in row and np.isfinite(row["cate"]):
-                text += f", estimated effect {row['cate']:.3g}"
-            folium.CircleMarker([row.geometry.y, row.geometry.x], radius=3,
-                                color="#111", weight=1, fill=True,
-                                fill_color="#111" if treated else "#fff",
-                                fill_opacity=1.0, popup=text).add_to(group)
-        group.add_to(fmap)
+        data = gpd.GeoDataFrame({
+            "unit": shown["unit_id"].astype(str).to_numpy(),
+            "arm": np.where(shown["treatment"].to_numpy() == 1, "treated", "control"),
+            "effect": (shown["cate"].astype(float).round(4).to_numpy() if "cate" in shown
+                       else np.full(len(shown), np.nan)),
+        }, geometry=shown.geometry.to_numpy(), crs=4326)
+        _points(data, LAYER_NAMES["units"], ["unit", "arm", "effect"],
+                ["unit", "arm", "estimated effect"], radius=3,
+                style=lambda f: {"color": "#111", "weight": 1, "fill": True, "fillOpacity": 1.0,
+                                 "fillColor": "#111" if f["properties"]["arm"] == "treated"
+                                 else "#fff"}).add_to(fmap)
     if aggregates is not None and len(aggregates):
         data = aggregates.to_crs(4326).copy()
         fields = ["name", "n_cells", "mean_cate", "mean_cate_lo", "mean_cate_hi",
@@ -160,13 +167,11 @@ def effect_html(
                 "name", "cells", "mean effect", "95% low", "95% high", "share extrapolated"]),
         ).add_to(fmap)
     if targets is not None and len(targets):
-        group = folium.FeatureGroup(name=LAYER_NAMES["targets"])
-        for _, row in targets.to_crs(4326).iterrows():
-            folium.CircleMarker([row.geometry.y, row.geometry.x], radius=5, color="#e6a700",
-                                weight=2, fill=False,
-                                popup=f"target #{int(row['rank'])}: effect {row['cate']:.3g}"
-                                ).add_to(group)
-        group.add_to(fmap)
+        data = targets.to_crs(4326)[["rank", "unit_id", "cate", "cate_lo", "cate_hi", "geometry"]]
+        data = data.assign(**{c: data[c].astype(float).round(4) for c in ("cate", "cate_lo", "cate_hi")})
+        _points(data, LAYER_NAMES["targets"], ["rank", "unit_id", "cate", "cate_lo", "cate_hi"],
+                ["rank", "cell", "effect", "95% low", "95% high"], radius=6,
+                style=lambda f: {"color": "#e6a700", "weight": 2, "fill": False}).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.get_root().html.add_child(Element(_legend(label, vmax, width_max)))
     fmap.fit_bounds([[y0, x0], [y1, x1]])
