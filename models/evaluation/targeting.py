@@ -111,7 +111,9 @@ def evaluate_targeting(dr_scores: ArrayLike, priorities: ArrayLike, budget: floa
     treat[np.argsort(-prio, kind="stable")[:k]] = 1.0
     g = None if clusters is None else np.asarray(clusters)
     value, value_se = _mean_se(scores * treat, g)
-    random, random_se = _mean_se(scores * (treat - share), g)
+    # sum(treat - share) = 0, so centring the scores leaves the estimate unchanged and removes
+    # the variance a fixed-size top share does not have (the cut moves with the sample).
+    random, random_se = _mean_se((scores - scores.mean()) * (treat - share), g)
     every, every_se = _mean_se(scores * (treat - 1.0), g)
     return TargetingResult(share=share, n_units=n, value=value, value_se=value_se,
                            gain_vs_random=random, gain_vs_random_se=random_se,
