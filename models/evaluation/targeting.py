@@ -8,9 +8,11 @@ robust scores ``Gamma_i`` and out-of-fold priorities (the inputs of the TOC in
     gain vs random    = mean(Gamma_i (pi_i - q))  = q * TOC(q)
     gain vs treat-all = mean(Gamma_i (pi_i - 1))  = -(mean effect among those left out) * (1 - q)
 
-both per place of the population, each the mean of independent terms given the held-out
-ranking, so their standard errors are the terms' standard deviation over sqrt(n) (or over
-clusters when given). A shallow econml ``DRPolicyTree`` gives a rule a reader can state.
+both per place of the population, each a mean of per-unit terms given the held-out ranking,
+so their standard errors are the terms' standard deviation over sqrt(n) (cluster-robust when
+clusters are given); for the gain against random the scores are centred first (the top
+share has a fixed size, so the estimate is unchanged and its error is not inflated):
+``benchmarks/targeting_coverage.py`` measures 0.94-0.97 coverage of the 95% intervals. A shallow econml ``DRPolicyTree`` gives a rule a reader can state.
 """
 
 from __future__ import annotations
