@@ -79,6 +79,14 @@ class _Runner:
             log.info("dask client: %s", self.client)
         return self.client
 
+    @property
+    def n_workers(self) -> int:
+        """Worker processes the tasks would run on (1 in this process); starts no cluster
+        that is not running yet unless the scheduler names one."""
+        if self.scheduler == "synchronous" or (self.scheduler is None and self.client is None):
+            return 1
+        return max(1, len(self._dask_client().scheduler_info().get("workers", {})))
+
     def __call__(self, func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
         in_process = self.scheduler == "synchronous" or (
             self.scheduler is None and len(tasks) < AUTO_MIN_TASKS and self.client is None)

@@ -114,7 +114,9 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
     reference, threshold = support_reference(run, used, settings.support_quantile)
     covariates = covariate_means(paths, run.model, settings.covariates)
     grid_store = open_store(result.store_path)
-    n_parts = settings.prediction_tasks or (1 if mapper is None else 8)
+    # Each task loads the effect model once (about a second for a forest): one task per worker.
+    n_parts = settings.prediction_tasks or (1 if mapper is None else
+                                            int(getattr(mapper, "n_workers", 8)))
     n_parts = max(1, min(n_parts, grid_store.n_chunks))
     frames = []
     for part in predict_cells(run, grid_store, paths.map_parts, paths=paths,

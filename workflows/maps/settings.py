@@ -29,7 +29,7 @@ class MapSettings(BaseModel):
     nearest-neighbour distances is flagged as extrapolation. ``covariates``: values of the
     model's tabular covariates at the cells (default: the trial's means). ``cells_per_task``:
     cells per chipping task (and store chunk). ``prediction_tasks``: encode+predict tasks,
-    each loading the effect model once (default: 1 in this process, else up to 8).
+    each loading the effect model once (default: one per worker of the mapper).
     """
 
     model_config = ConfigDict(extra="forbid")
