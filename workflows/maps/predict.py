@@ -37,8 +37,8 @@ from torch import nn
 
 from eocausal.errors import ConfigError, EncoderError, InputFileError
 
-__all__ = ["PredictTask", "RunModel", "load_run_model", "predict_cells", "predict_part",
-           "support_reference"]
+__all__ = ["PredictTask", "RunModel", "covariate_means", "load_run_model", "predict_cells",
+           "predict_part", "predict_range", "reduce_features", "support_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -170,32 +170,39 @@ class PredictTask:
     std: tuple[float, ...]
 
 
-def predict_part(task: PredictTask) -> tuple[str, int]:
-    """Encode, predict and measure support for one range of cells; write its parquet part."""
-    store = open_store(task.store_path)
-    encoder = torch.load(task.encoder_path, map_location="cpu", weights_only=False)
-    ids, feats = encode_range(store, encoder, mean=np.asarray(task.mean), std=np.asarray(task.std),
-                              start=task.start, stop=task.stop, batch_size=task.batch_size,
-                              device=task.device, log_dates=False)
-    usable = np.asarray(store.group["usable"][task.start:task.stop])
-    model = EffectModel.load(task.model_path)
+def predict_range(store: TileStore, start: int, stop: int, *, encoder: nn.Module,
+                  model: EffectModel, neighbours: NearestNeighbors,
+                  covariates: tuple[tuple[str, float], ...] | None, mean: np.ndarray,
+                  std: np.ndarray, batch_size: int, device: str) -> pd.DataFrame:
+    """Encode cells ``[start, stop)`` of a grid store, predict their effect and support."""
+    ids, feats = encode_range(store, encoder, mean=mean, std=std, start=start, stop=stop,
+                              batch_size=batch_size, device=device, log_dates=False)
+    usable = np.asarray(store.group["usable"][start:stop])
     columns = model.feature_names_in_ or [f"f{i}" for i in range(feats.shape[1])]
     frame = pd.DataFrame(feats, columns=columns)
-    covariates = None
-    if task.covariates is not None:
-        covariates = pd.DataFrame({name: np.full(len(frame), value)
-                                   for name, value in task.covariates})
+    cov = None
+    if covariates is not None:
+        cov = pd.DataFrame({name: np.full(len(frame), value) for name, value in covariates})
     with warnings.catch_warnings():
         # On a dask worker (a daemon process) econml's forest falls back to one job and warns
         # once per task; one job per worker process is what a cluster wants anyway.
         warnings.filterwarnings("ignore", message="Inside a Dask worker", category=UserWarning)
-        cate, lo, hi = model.predict_cate(frame, covariates)
+        cate, lo, hi = model.predict_cate(frame, cov)
+    dist, _ = neighbours.kneighbors(reduce_features(model, feats.astype(np.float64)))
+    return pd.DataFrame({"unit_id": ids, "usable": usable, "cate": cate, "cate_lo": lo,
+                         "cate_hi": hi, "support_distance": dist[:, 0]})
+
+
+def predict_part(task: PredictTask) -> tuple[str, int]:
+    """One task on a worker: load encoder, model and reference, predict a range, write a part."""
+    store = open_store(task.store_path)
+    encoder = torch.load(task.encoder_path, map_location="cpu", weights_only=False)
     with np.load(task.reference_path) as ref:
-        reference = ref["reference"]
-    dist, _ = NearestNeighbors(n_neighbors=1).fit(reference).kneighbors(
-        reduce_features(model, feats.astype(np.float64)))
-    out = pd.DataFrame({"unit_id": ids, "usable": usable, "cate": cate, "cate_lo": lo,
-                        "cate_hi": hi, "support_distance": dist[:, 0]})
+        neighbours = NearestNeighbors(n_neighbors=1).fit(ref["reference"])
+    out = predict_range(store, task.start, task.stop, encoder=encoder,
+                        model=EffectModel.load(task.model_path), neighbours=neighbours,
+                        covariates=task.covariates, mean=np.asarray(task.mean),
+                        std=np.asarray(task.std), batch_size=task.batch_size, device=task.device)
     tmp = Path(task.part_path).with_name(f".{Path(task.part_path).name}.tmp")
     pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp)
     os.replace(tmp, task.part_path)
@@ -240,20 +247,32 @@ def predict_cells(run: RunModel, grid_store: TileStore, work: Path, *,
                   map_partitions: Callable[[Callable, list[PredictTask]], Iterable[Any]] | None
                   ) -> Iterable[pd.DataFrame]:
     """Yield each part's predictions (``unit_id``, ``usable``, ``cate``, ``cate_lo``,
-    ``cate_hi``, ``support_distance``) in store order, one part in memory at a time."""
+    ``cate_hi``, ``support_distance``) in store order, one part in memory at a time.
+
+    Without ``map_partitions`` the chunks are predicted here with the loaded encoder and
+    model; with it, ``n_parts`` tasks each load them from files under ``work``.
+    """
+    cov = None if covariates is None else tuple(covariates.items())
+    if map_partitions is None:  # in this process: the loaded model, one chunk at a time
+        neighbours = NearestNeighbors(n_neighbors=1).fit(reference)
+        for start in range(0, grid_store.n_units, grid_store.units_per_chunk):
+            yield predict_range(grid_store, start, min(start + grid_store.units_per_chunk,
+                                                       grid_store.n_units),
+                                encoder=run.encoder, model=run.model, neighbours=neighbours,
+                                covariates=cov, mean=run.mean, std=run.std,
+                                batch_size=batch_size, device=device)
+        return
     work.mkdir(parents=True, exist_ok=True)
     encoder_path = work / "encoder.pt"
     torch.save(run.encoder.cpu(), encoder_path)
     reference_path = work / "reference.npz"
     np.savez(reference_path, reference=reference)
     ranges = plan_parts(grid_store.n_units, grid_store.units_per_chunk, n_parts)
-    cov = None if covariates is None else tuple(covariates.items())
     tasks = [PredictTask(str(grid_store.path), a, b, str(encoder_path), str(paths.estimator),
                          str(reference_path), str(work / f"part-{i:05d}.parquet"), cov,
                          batch_size, device, tuple(map(float, run.mean)),
                          tuple(map(float, run.std))) for i, (a, b) in enumerate(ranges)]
-    runner = map_partitions or (lambda func, items: map(func, items))
-    results = list(runner(predict_part, tasks))
+    results = list(map_partitions(predict_part, tasks))
     for part, _ in results:
         yield pd.read_parquet(part)
         Path(part).unlink(missing_ok=True)
