@@ -78,6 +78,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "gain_vs_random": ("Gain over random targeting", "Per place, treating the ranked top share instead of the same number at random."),
     "gain_vs_all": ("Gain over treating everyone", "Per place; negative: treating everyone does better."),
     "value": ("Effect per place under the rule", ""), "share": ("Share of places treated", ""),
+    "gain_vs_random_lo": ("Gain over random, 95% low", ""),
+    "gain_vs_random_hi": ("Gain over random, 95% high", ""),
+    "gain_vs_all_lo": ("Gain over treating everyone, 95% low", ""),
+    "gain_vs_all_hi": ("Gain over treating everyone, 95% high", ""),
+    "mean_effect_treated": ("Mean effect among those chosen", ""),
     "budget": ("Budget", "Places to treat next: a count, or a share of the mapped cells."),
     "n_targets": ("Places chosen", "The best-predicted cells inside the trial's support (targets.csv)."),
     "outcome_units": ("Outcome units", ""),
@@ -316,6 +321,13 @@ def write_report(paths: RunPaths | str | Path, summary: dict[str, Any] | None = 
         target = summary["map"].get("targeting")
         parts.append("<h2>Effect map</h2>" + link + _table(mapped) + figs("map", "effect")
                      + (f"<h3>Where to go next</h3>{_table(target)}" if target else ""))
+    if summary.get("targeting") and not (summary.get("map") or {}).get("targeting"):
+        target = dict(summary["targeting"])
+        rules = target.pop("rules", None)
+        parts.append("<h2>Where to go next</h2>" + _table(target)
+                     + ("<p>A rule a reader can state (shallow policy tree):</p><ul>"
+                        + "".join(f"<li>{html.escape(r)}</li>" for r in rules) + "</ul>"
+                        if rules else ""))
     parts.append("<h2>Skipped units</h2>" + _skipped(paths))
     rest = figs("")
     if rest:

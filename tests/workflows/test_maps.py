@@ -166,3 +166,30 @@ def test_run_directory_made_with_another_encoder(fresh):
     write_features(features, other.features, meta)
     with pytest.raises(EncoderError, match="does not reproduce the stored features"):
         build_map(other, MapSettings(spacing=80), echo=lambda m: None)
+
+
+def test_map_command_writes_the_maps(fresh, capsys):
+    from eocausal.workflows.cli import main
+
+    code = main(["map", str(fresh.root), "--spacing", "80", "--budget", "0.1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "effect.tif" in out and "targets.csv" in out
+    assert validate_cog(fresh.effect_tif)[0]
+    assert len(pd.read_csv(fresh.targets_csv)) == round(0.1 * (~gpd.read_parquet(
+        fresh.cells_parquet)["extrapolated"].astype(bool) & gpd.read_parquet(
+        fresh.cells_parquet)["cate"].notna()).sum())
+
+
+def test_map_command_prints_a_mistake_as_one_line(run, capsys):
+    from eocausal.workflows.cli import main
+
+    code = main(["map", str(run.root), "--spacing", "1", "--max-cells", "500"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: Spacing 1 m gives") and "max_cells=500" in err[0]
+
+
+def test_map_settings_refuse_unknown_keys():
+    with pytest.raises(ValueError, match="spaceing"):
+        MapSettings(spaceing=100)

@@ -90,3 +90,13 @@ def test_raw_keys_get_labels_and_sections_appear_when_present(run):
 def test_a_minimal_summary_still_gives_a_page(run):
     page = write_report(run, {}, title="Empty run").read_text()
     assert "<h1>Empty run</h1>" in page and "Findings" not in page
+
+
+def test_targeting_section_with_its_rule(run):
+    summary = {**SUMMARY, "targeting": {"share": 0.2, "gain_vs_random": 0.1,
+                                        "gain_vs_random_lo": 0.05, "gain_vs_random_hi": 0.15,
+                                        "rules": ["if ndvi > 0.3: treat"]}}
+    page = write_report(run, summary, title="T", outcome_units="SD").read_text()
+    assert "Where to go next" in page and "if ndvi &gt; 0.3: treat" in page
+    assert "Gain over random targeting" in page
+    assert "Treating the 20% of places ranked highest gains 0.10 SD per place" in page
