@@ -129,18 +129,19 @@ def effect_html(
                 image=_png(warped, cmap, lo, hi), bounds=bounds, name=LAYER_NAMES[key],
                 opacity=opacity, show=key != "width", interactive=False, zindex=1,
             ).add_to(fmap)
-    else:
-        group = folium.FeatureGroup(name=LAYER_NAMES["effect"])
+    else:  # a list of places: one coloured circle each
         cmap = plt.get_cmap("RdBu_r")
-        for (_, row), geom in zip(cells.iterrows(), lonlat.geometry, strict=True):
-            colour = matplotlib.colors.to_hex(cmap(np.clip((row["cate"] + vmax) / (2 * vmax), 0, 1))) \
-                if np.isfinite(row["cate"]) else "#999999"
-            folium.CircleMarker([geom.y, geom.x], radius=7, color="#222", weight=1,
-                                fill=True, fill_color=colour, fill_opacity=0.9,
-                                popup=f"{html.escape(str(row['unit_id']))}: effect "
-                                      f"{row['cate']:.3g} [{row['cate_lo']:.3g}, "
-                                      f"{row['cate_hi']:.3g}]").add_to(group)
-        group.add_to(fmap)
+        colours = [matplotlib.colors.to_hex(cmap(np.clip((v + vmax) / (2 * vmax), 0, 1)))
+                   if np.isfinite(v) else "#999999" for v in values]
+        data = gpd.GeoDataFrame({"place": cells["unit_id"].astype(str).to_numpy(),
+                                 "effect": np.round(values, 4),
+                                 "low": cells["cate_lo"].astype(float).round(4).to_numpy(),
+                                 "high": cells["cate_hi"].astype(float).round(4).to_numpy(),
+                                 "colour": colours}, geometry=lonlat.geometry.to_numpy(), crs=4326)
+        _points(data, LAYER_NAMES["effect"], ["place", "effect", "low", "high"],
+                ["place", "effect", "95% low", "95% high"], radius=7,
+                style=lambda f: {"color": "#222", "weight": 1, "fill": True, "fillOpacity": 0.9,
+                                 "fillColor": f["properties"]["colour"]}).add_to(fmap)
     if units is not None and len(units):
         shown = units.to_crs(4326).head(max_units)
         data = gpd.GeoDataFrame({
