@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,11 +41,22 @@ CONFIG = {
 }
 
 
-def make_run(out: Path) -> Path:
+def make_run(out: Path, nodata: bool = True) -> Path:
+    """A simulated study run; ``nodata=False`` unsets the scene's nodata value first, so
+    chips take ingestion's maskless fast path (no GDAL mask read per chip)."""
+    from eocausal.simulator.simulate import simulate
     from eocausal.workflows.config import config_from_dict
     from eocausal.workflows.runner import run_config
 
-    run_config(config_from_dict(CONFIG), out, progress=False)
+    world = simulate(out / "world", **CONFIG["simulate"])
+    if not nodata:
+        for scene in world.scene_paths:
+            with rasterio.open(scene, "r+") as dst:
+                dst.nodata = None
+    config = {k: v for k, v in CONFIG.items() if k != "simulate"}
+    config["units"] = {**config["units"], "path": str(world.units_path)}
+    config["imagery"] = {"paths": [str(p) for p in world.scene_paths]}
+    run_config(config_from_dict(config), out, progress=False)
     return out
 
 
@@ -99,6 +109,7 @@ def bare_loop(run: Path, settings) -> tuple[float, int, np.ndarray]:
     cates = []
     with rasterio.open(scene) as src:
         inverse = ~src.transform
+        nodata = src.nodata
         xy = np.column_stack([grid.units.geometry.x, grid.units.geometry.y])
         for lo in range(0, len(xy), settings.cells_per_task):
             part = xy[lo:lo + settings.cells_per_task]
@@ -107,8 +118,11 @@ def bare_loop(run: Path, settings) -> tuple[float, int, np.ndarray]:
                 col, row = inverse @ (x, y)
                 chips[i] = src.read(window=Window(math.floor(col) - CHIP // 2,
                                                   math.floor(row) - CHIP // 2, CHIP, CHIP))
-            feats = encode_chips(chips, model.encoder, mean=model.mean, std=model.std,
-                                 batch_size=settings.batch_size, device="cpu")
+            # Validity as a hand-written loop computes it: a pixel is valid where any band
+            # differs from the nodata value.
+            valid = None if nodata is None else (chips != nodata).any(axis=1)
+            feats = encode_chips(chips, model.encoder, valid=valid, mean=model.mean,
+                                 std=model.std, batch_size=settings.batch_size, device="cpu")
             covs = pd.DataFrame({k: np.full(len(part), v) for k, v in cov.items()})
             cate, _, _ = model.model.predict_cate(pd.DataFrame(feats, columns=names), covs)
             nn.kneighbors(reduce_features(model.model, feats.astype(np.float64)))
@@ -126,7 +140,7 @@ def eocausal_map(run: Path, settings, mapper=None) -> tuple[float, int, np.ndarr
     return time.perf_counter() - start, len(result.cells), result.cells["cate"].to_numpy()
 
 
-def throughput(run: Path, n_cells: int, repeats: int) -> list[dict]:
+def throughput(run: Path, n_cells: int, repeats: int, workers_list: list[int]) -> list[dict]:
     from eocausal.workflows.cluster import partition_mapper
     from eocausal.workflows.maps import MapSettings
 
@@ -144,7 +158,7 @@ def throughput(run: Path, n_cells: int, repeats: int) -> list[dict]:
         "the bare loop and the map stage disagree"
     rows.append({"comparison": "build_map in this process vs bare loop", "cells": n,
                  "baseline": n / tb, "eocausal": n / to})
-    for workers in (1, 2):
+    for workers in workers_list:
         with partition_mapper("local", workers, progress=False) as mapper:
             mapper(abs, [0])  # start the cluster outside the timing
             times = [eocausal_map(run, settings, mapper)[0] for _ in range(repeats)]
@@ -155,17 +169,32 @@ def throughput(run: Path, n_cells: int, repeats: int) -> list[dict]:
 
 
 def _memory_child(run: str, n_cells: int) -> None:
+    import threading
+
+    import psutil
     from eocausal.workflows.maps import MapSettings, build_map
     from eocausal.workflows.maps.predict import load_run_model
     from eocausal.workflows.paths import RunPaths
 
     load_run_model(RunPaths(run), device="cpu")  # imports and encoder rebuilt before "before"
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    process = psutil.Process()
+    before = process.memory_info().rss / 2**20
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss / 2**20)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
     settings = MapSettings(region=region_for(Path(run)), spacing=spacing_for(n_cells),
                            device="cpu", max_cells=10**7)
     result = build_map(RunPaths(run), settings, echo=lambda m: None)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"cells": len(result.cells), "before": before, "peak": peak}))
+    done.set()
+    thread.join()
+    print(json.dumps({"cells": len(result.cells), "before": before, "peak": peak[0]}))
 
 
 def memory(run: Path, sizes: list[int]) -> list[dict]:
@@ -182,16 +211,19 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--memory", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--no-nodata", action="store_true",
+                        help="unset the scene's nodata value (ingestion's maskless fast path)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _memory_child(args.child[0], int(args.child[1]))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        run = make_run(Path(tmp) / "run")
+        run = make_run(Path(tmp) / "run", nodata=not args.no_nodata)
         print("| comparison | cells | baseline cells/s | eocausal cells/s | ratio |")
         print("|---|---|---|---|---|")
-        for r in throughput(run, args.cells, args.repeats):
+        for r in throughput(run, args.cells, args.repeats, args.workers):
             print(f"| {r['comparison']} | {r['cells']:,} | {r['baseline']:,.0f} | "
                   f"{r['eocausal']:,.0f} | {r['eocausal'] / r['baseline']:.2f} |", flush=True)
         if args.memory:
