@@ -291,7 +291,7 @@ def write_report(paths: RunPaths | str | Path, summary: dict[str, Any] | None = 
     if sentences:
         parts.append("<h2>Findings</h2><ul class='findings'>"
                      + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>")
-    parts.append("<h2>Average effect by method</h2>" + _ate_methods(summary))
+    parts.append("<h2>Average treatment effect, by method</h2>" + _ate_methods(summary))
     main = {k: summary.get(k) for k in ("design", "method", "ate_source", "encoder", "n_units",
                                         "n_used", "n_skipped", "propensity_used")}
     parts.append(_table({**main, **(summary.get("nuisance_scores") or {})}))
