@@ -79,7 +79,7 @@ def _legend(label: str, vmax: float, width_max: float) -> str:
  <div style="margin-top:6px">Interval width: 0 to {width_max:.3g} (viridis)</div>
  <div><span style="display:inline-block;width:10px;height:10px;background:#777"></span>
  Extrapolation: outside the trial's support</div>
- <div>&#9650; treated, &#9675; control trial units</div></div>"""
+ <div>&#9679; treated, &#9675; control trial units</div></div>"""
 
 
 def _points(data: gpd.GeoDataFrame, name: str, fields: list[str], aliases: list[str], *,
