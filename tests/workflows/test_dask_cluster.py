@@ -3,6 +3,7 @@ on 127.0.0.1) give the same results as the in-process run."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -77,6 +78,8 @@ def test_ingest_through_the_cluster_equals_in_process(cluster, run, tmp_path):
         result = ingest(units, [scene], tmp_path / "tiles.zarr", chip_size=16,
                         units_per_chunk=128, map_partitions=mapper)
     ours, reference = open_store(result.store_path), open_store(run.tiles)
+    # dask's INFO lines (client connected...) stay out of the user's terminal.
+    assert logging.getLogger("distributed.client").getEffectiveLevel() >= logging.WARNING
     assert result.n_tasks_run == reference.n_chunks == 5  # the work really was split
     np.testing.assert_array_equal(ours.unit_ids, reference.unit_ids)
     np.testing.assert_array_equal(ours.chips[:], reference.chips[:])
