@@ -193,3 +193,12 @@ def test_map_command_prints_a_mistake_as_one_line(run, capsys):
 def test_map_settings_refuse_unknown_keys():
     with pytest.raises(ValueError, match="spaceing"):
         MapSettings(spaceing=100)
+
+
+def test_a_run_from_pre_cut_patches_needs_imagery(fresh):
+    import zarr
+
+    group = zarr.open_group(str(fresh.tiles), mode="r+")
+    group.attrs["source_kind"] = "patches"
+    with pytest.raises(ConfigError, match="pre-cut patches.*'--imagery'"):
+        build_map(fresh, MapSettings(spacing=80), echo=lambda m: None)

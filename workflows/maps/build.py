@@ -194,8 +194,16 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     """
     del progress  # the mapper draws the bars
     run = load_run_model(paths, device=settings.device)
-    imagery = [str(p) for p in expand_imagery(settings.imagery)] if settings.imagery else \
-        [s["path"] for s in run.store.attrs["sources"]]
+    if settings.imagery:
+        imagery = [str(p) for p in expand_imagery(settings.imagery)]
+    elif run.store.attrs.get("source_kind") == "patches":
+        raise ConfigError(
+            f"The run's chips in '{paths.tiles}' are pre-cut patches, which carry no "
+            "georeferenced scene to map over. Give rasters with the same bands ('--imagery' "
+            "or 'map.imagery')."
+        )
+    else:
+        imagery = [s["path"] for s in run.store.attrs["sources"]]
     _check_bands(imagery, run.band_names, paths.tiles)
     polygons = (read_aggregate_polygons(settings.aggregate, settings.by)
                 if settings.aggregate is not None else None)
