@@ -222,14 +222,16 @@ def evaluate(result: Any, *, out: PathLike | None = None, n_bootstrap: int = 200
                           n_bootstrap=n_bootstrap, seed=seed)
 
 
-def map_effects(run_dir: PathLike, *, stride: int | None = None) -> dict[str, Any]:
-    """Predict effects on a grid over a finished run's imagery (the run's map stage)."""
+def map_effects(run_dir: PathLike, **settings: Any) -> dict[str, Any]:
+    """Predict effects over a region for a finished run (the run's map stage).
+
+    ``settings`` are the config's ``map`` keys (``region``, ``where``, ``spacing``,
+    ``aggregate``, ``by``, ``budget``...); returns the map's summary (outputs in ``maps/``).
+    """
     from eocausal.workflows.runner import run_config
 
     opened = open_run(run_dir)
     config = opened.config
-    config.map.enabled = True
-    if stride is not None:
-        config.map.stride = stride
+    config.map = type(config.map)(**{**config.map.model_dump(), **settings, "enabled": True})
     run_config(config, opened.root, force=("map",), progress=False, echo=lambda m: None)
     return opened.summary.get("map") or {}

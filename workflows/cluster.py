@@ -26,21 +26,26 @@ Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterable[Any]]
 AUTO_MIN_TASKS = 16
 
 
+def quiet_dask_logging(verbose: bool | None = None) -> None:
+    """Keep dask's INFO lines (client connects, worker starts) out of a user's terminal.
+
+    distributed installs its own INFO-level handler on import; its loggers are set to WARNING
+    here unless ``verbose`` (default: the root logger is at DEBUG, as ``eocausal -v`` sets).
+    """
+    if verbose is None:
+        verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    level = logging.DEBUG if verbose else logging.WARNING
+    for name in ("distributed", "distributed.client", "distributed.scheduler",
+                 "distributed.worker", "distributed.nanny", "distributed.core",
+                 "distributed.http.proxy"):
+        logging.getLogger(name).setLevel(level)
+
+
 def _size(task: Any) -> int:
     try:
         return len(task)
     except TypeError:
         return 1
-
-
-def quiet_dask_logging() -> None:
-    """Keep dask's INFO lines out of a user's terminal unless logging was asked for (-v).
-
-    distributed sets its loggers to INFO when it is imported, so this runs after that import.
-    """
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        for name in ("distributed", "tornado", "bokeh"):
-            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -92,6 +97,14 @@ class _Runner:
                 self.client = self.stack.enter_context(Client(self.scheduler, timeout="30s"))
             log.info("dask client: %s", self.client)
         return self.client
+
+    @property
+    def n_workers(self) -> int:
+        """Worker processes the tasks would run on (1 in this process); starts no cluster
+        that is not running yet unless the scheduler names one."""
+        if self.scheduler == "synchronous" or (self.scheduler is None and self.client is None):
+            return 1
+        return max(1, len(self._dask_client().scheduler_info().get("workers", {})))
 
     def __call__(self, func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
         in_process = self.scheduler == "synchronous" or (

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 import yaml
 from eocausal.models.effects.panel_settings import PanelSettings
 from eocausal.models.effects.settings import EffectSettings
+from eocausal.workflows.maps.settings import MapSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eocausal.errors import ConfigError, InputFileError
@@ -101,11 +102,6 @@ class PanelSection(PanelSettings):
         "date", description="period label of each image date: the date, its year or its month")
 
 
-class MapSection(_Section):
-    enabled: bool = True
-    stride: int | None = Field(None, ge=1, description="grid step in pixels; default chip/2")
-
-
 class ComputeSection(_Section):
     scheduler: str | None = Field(
         None, description="None (auto), 'synchronous', 'local' (a LocalCluster) or an address"
@@ -128,7 +124,7 @@ class RunConfig(_Section):
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
     panel: PanelSection | None = None
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
-    map: MapSection = Field(default_factory=MapSection)
+    map: MapSettings = Field(default_factory=MapSettings)
     compute: ComputeSection = Field(default_factory=ComputeSection)
     truth: Path | None = None
 
@@ -229,6 +225,12 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
         config.patches.path = resolve(config.patches.path)
     if config.panel is not None:
         config.panel.path = resolve(config.panel.path)
+    if config.map.aggregate is not None:
+        config.map.aggregate = resolve(config.map.aggregate)
+    if config.map.region is not None and Path(config.map.region).suffix:
+        config.map.region = str(resolve(config.map.region))
+    if config.map.imagery:
+        config.map.imagery = [str(resolve(p)) for p in config.map.imagery]
     config.truth = resolve(config.truth)
     return config
 

@@ -130,6 +130,43 @@ class RunPaths:
     def map_summary(self) -> Path:
         return self.maps / "map.json"
 
+    @property
+    def map_parts(self) -> Path:
+        """Scratch folder of the map's prediction parts (emptied when the stage ends)."""
+        return self.maps / "parts"
+
+    @property
+    def effect_tif(self) -> Path:
+        return self.maps / "effect.tif"
+
+    @property
+    def effect_png(self) -> Path:
+        return self.maps / "effect.png"
+
+    @property
+    def effect_html(self) -> Path:
+        return self.maps / "effect.html"
+
+    @property
+    def cells_parquet(self) -> Path:
+        return self.maps / "cells.parquet"
+
+    @property
+    def cells_gpkg(self) -> Path:
+        return self.maps / "cells.gpkg"
+
+    @property
+    def aggregates_gpkg(self) -> Path:
+        return self.maps / "aggregates.gpkg"
+
+    @property
+    def aggregates_csv(self) -> Path:
+        return self.maps / "aggregates.csv"
+
+    @property
+    def targets_csv(self) -> Path:
+        return self.maps / "targets.csv"
+
     # Report
     @property
     def summary(self) -> Path:

@@ -30,7 +30,7 @@ def test_readme_notebook_section_runs(tmp_path, monkeypatch):
     # effects come back in units order, one per unit
     assert list(effects.effects["unit_id"]) == list(namespace["units"]["unit_id"])
     assert "ATE" in printed.getvalue() and "RATE AUTOC" in printed.getvalue()
-    assert run.summary["map"]["cells_predicted"] > 0 and run.figures["cate_map"].is_file()
+    assert run.summary["map"]["n_predicted"] > 0 and run.figures["effect_map"].is_file()
 
 
 def test_integer_ids_join_the_features_of_their_own_store(tmp_path, monkeypatch):

@@ -118,7 +118,7 @@ CASES = {
     "weights a folder": lambda t, w: run_with(t, w, encoder={"name": "resnet18", "options": {}}, encoder__weights=str(t)),
     "weights garbage": lambda t, w: run_with(t, w, encoder={"name": "resnet18", "options": {}}, encoder__weights=str(_csv(t, "not a torch file"))),
     "cuda without gpu": lambda t, w: run_with(t, w, encoder__device="cuda"),
-    "map stride zero": lambda t, w: run_with(t, w, map={"enabled": True, "stride": 0}),
+    "map spacing zero": lambda t, w: run_with(t, w, map={"enabled": True, "spacing": 0}),
     "out is a file": lambda t, w: ["run", str(_config(t, w)), "--out", str(_csv(t, "x"))],
     "out is a foreign folder": lambda t, w: ["run", str(_config(t, w)), "--out", str(w)],
     # units

@@ -12,7 +12,7 @@ def test_demo_recovers_the_true_effects(tmp_path, capsys):
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in ("manifest.json", "tiles.zarr", "skipped_units.csv", "features.parquet",
-                 "effects.gpkg", "summary.json", "maps/cate.tif", "maps/cate.png"):
+                 "effects.gpkg", "summary.json", "maps/effect.tif", "maps/effect.png", "maps/effect.html"):
         assert (out / name).exists(), name
         assert str(out / name) in printed
     summary = json.loads((out / "summary.json").read_text())

@@ -25,7 +25,7 @@ CONFIG = {
     "encoder": {"name": "rcf", "options": {"n_features": 64}},
     "estimator": {"propensity": 0.5, "n_components": 8, "n_estimators": 100},
     "evaluation": {"n_bootstrap": 30},
-    "map": {"stride": 8},
+    "map": {"spacing": 80},
     "compute": {"scheduler": "synchronous"},
 }
 

@@ -23,7 +23,7 @@ SMALL = {
     "chips": {"size": 16, "units_per_chunk": 128},
     "encoder": {"name": "rcf", "options": {"n_features": 64, "mode": "empirical"}},
     "estimator": {"design": "rct", "propensity": 0.5, "n_components": 10, "n_estimators": 200},
-    "map": {"stride": 16},
+    "map": {"spacing": 160},
 }
 
 
@@ -73,17 +73,19 @@ def test_tile_store_and_features(small_run):
 
 def test_map_is_a_cog_over_the_scene(small_run):
     out, result = small_run
-    cog = out / "maps" / "cate.tif"
+    cog = out / "maps" / "effect.tif"
     assert is_cog(cog)
     with rasterio.open(cog) as src, rasterio.open(next((out / "world").glob("scene_*.tif"))) as scene:
         surface = src.read(1)
         assert src.crs == scene.crs
         left, bottom, right, top = src.bounds
-        assert scene.bounds.left <= left and right <= scene.bounds.right
-        assert scene.bounds.bottom <= bottom and top <= scene.bounds.top
-    assert np.isfinite(surface).sum() == result.summary["map"]["cells_predicted"] > 0
+        cell = src.res[0]  # the grid is laid in lon/lat-derived UTM: within a cell of the scene
+        assert scene.bounds.left - cell <= left and right <= scene.bounds.right + cell
+        assert scene.bounds.bottom - cell <= bottom and top <= scene.bounds.top + cell
+        assert src.count == 4 and src.descriptions[:4] == ("cate", "cate_lo", "cate_hi", "support")
+    assert np.isfinite(surface).sum() == result.summary["map"]["n_predicted"] > 0
     assert result.summary["map"]["spearman_with_true_surface"] > 0.5
-    assert (out / "maps" / "cate.png").stat().st_size > 10_000
+    assert (out / "maps" / "effect.png").stat().st_size > 10_000
 
 
 def test_manifest_records_stages_inputs_and_versions(small_run):

@@ -28,7 +28,7 @@ TINY = {
     "encoder": {"name": "rcf", "options": {"n_features": 32}},
     "estimator": {"propensity": 0.5, "n_components": 8, "n_estimators": 40, "method": "causal_forest"},
     "evaluation": {"n_bootstrap": 20},
-    "map": {"stride": 32},
+    "map": {"spacing": 320},
 }
 
 
@@ -56,7 +56,7 @@ def test_first_run_runs_every_stage(first_run):
     summary = result.summary
     assert summary["ate_estimators"]["estimates"]["aipw"]["estimate"] == pytest.approx(
         summary["ate"], abs=0.5)
-    assert {"toc", "qini", "gates", "calibration", "balance", "cate_map"} <= set(summary["figures"])
+    assert {"toc", "qini", "gates", "calibration", "balance", "effect_map"} <= set(summary["figures"])
     assert summary["heterogeneity"]["rate_autoc"]["n_bootstrap"] == 20
 
 

@@ -24,7 +24,7 @@ from eocausal.workflows.paths import RunPaths
 from eocausal.files import atomic_path, atomic_write_text
 
 __all__ = ["EffectResult", "EstimationTable", "estimate_settings", "estimate_stage",
-           "estimate_table", "file_sha256", "json_ready", "load_effect_model", "run_table",
+           "estimate_table", "file_sha256", "json_ready", "run_table",
            "save_figures"]
 
 
@@ -51,27 +51,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_effect_model(path: Path, expected_sha256: str | None) -> Any:
-    """Load the run's fitted model, but only the very file the estimate stage wrote.
-
-    The model is a pickle (econml's forests have no safe format), and unpickling runs code:
-    so the file must match the checksum the estimate stage recorded, or it is refused.
-    """
-    from eocausal.models.effects.estimate import EffectModel
-
-    from eocausal.errors import InputFileError
-
-    if not Path(path).is_file():
-        raise InputFileError(f"effect model file '{path}' does not exist; run the estimate "
-                             "stage first.")
-    if not expected_sha256 or file_sha256(path) != expected_sha256:
-        raise InputFileError(
-            f"Refusing to load '{path}': it is not the model this run's estimate stage wrote "
-            "(its checksum differs from the one in manifest.json). Rerun with --force estimate."
-        )
-    return EffectModel.load(path)
 
 
 def write_json(path: Path, body: dict[str, Any]) -> Path:

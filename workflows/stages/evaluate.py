@@ -40,11 +40,32 @@ class EvaluationResult:
 
 
 def evaluate_settings(config: Any) -> dict[str, Any]:
-    return config.evaluation.model_dump(mode="json")
+    return {**config.evaluation.model_dump(mode="json"), "budget": config.map.budget}
+
+
+def _targeting(table: EstimationTable, report: Any, budget: float, seed: int) -> dict[str, Any]:
+    """Where to go next: the value of treating the top ``budget`` places by held-out CATE,
+    against random and treat-all, and a shallow policy tree on the covariates as a rule."""
+    from eocausal.models.evaluation.targeting import (
+        evaluate_targeting,
+        fit_policy_tree,
+        policy_rules,
+    )
+
+    result = evaluate_targeting(report.dr_scores, report.priorities, budget,
+                                clusters=table.groups).summary()
+    frame = table.frame
+    if table.covariates and len(frame) >= 100:
+        tree = fit_policy_tree(frame[table.covariates].to_numpy(float),
+                               frame["treatment"].to_numpy(), frame["outcome"].to_numpy(float),
+                               random_state=seed)
+        result["rules"] = policy_rules(tree, list(table.covariates))
+    return result
 
 
 def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
-                   n_bootstrap: int = 200, seed: int = 0, echo: Any = None) -> EvaluationResult:
+                   n_bootstrap: int = 200, seed: int = 0, echo: Any = None,
+                   budget: float = 0.2) -> EvaluationResult:
     """RATE (AUTOC, Qini), BLP and GATES from out-of-fold CATEs; writes evaluation.json and
     figures toc, qini, gates, calibration."""
     from eocausal.models.evaluation import plots
@@ -66,7 +87,8 @@ def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
     if report.gates is not None:
         figures["gates"] = plots.plot_gates(report.gates)
         figures["calibration"] = plots.plot_calibration(report.gates)
-    summary = {**report.summary(), "figures": save_figures(figures, paths)}
+    summary = {**report.summary(), "targeting": _targeting(table, report, budget, seed),
+               "figures": save_figures(figures, paths)}
     write_json(paths.evaluation, summary)
     if echo is not None:
         echo(f"RATE AUTOC {report.autoc.estimate:.4g} (se {report.autoc.se:.2g}), "
@@ -77,4 +99,4 @@ def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
 def evaluate_stage(ctx: StageContext) -> EvaluationResult:
     return evaluate_table(run_table(ctx), ctx.config.estimator, ctx.paths,
                           n_bootstrap=ctx.config.evaluation.n_bootstrap, seed=ctx.config.seed,
-                          echo=ctx.echo)
+                          echo=ctx.echo, budget=ctx.config.map.budget or 0.2)

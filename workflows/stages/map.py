@@ -1,7 +1,9 @@
-"""Map stage: predicted effects on a grid over the scene, as a COG and a PNG.
+"""Map stage: predicted effects over a region, exported for policymakers (see workflows.maps).
 
 The map is a prediction, not an interpolation: grid cells are chipped from the imagery,
-encoded with the study's fitted encoder and band statistics, and scored by the saved model.
+encoded with the study's fitted encoder and band statistics, and scored by the saved model
+(:func:`eocausal.workflows.maps.build_map`, which ``eocausal map`` calls too). For simulated
+inputs the stage also compares the predicted surface with the true one.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from eocausal.workflows.context import StageContext
-from eocausal.workflows.progress import progress_bar
-from eocausal.workflows.stages.estimate import load_effect_model, write_json
+from eocausal.workflows.stages.estimate import file_sha256, write_json
 
-from eocausal.files import atomic_path
+from eocausal.errors import InputFileError
 
 __all__ = ["map_enabled", "map_outputs", "map_settings", "map_stage"]
 
@@ -27,48 +27,13 @@ def map_enabled(config: Any) -> bool:
 def map_settings(config: Any) -> dict[str, Any]:
     return {"map": config.map.model_dump(mode="json"),
             "imagery": config.imagery.model_dump(mode="json"),
-            "chips": config.chips.model_dump(mode="json")}
+            "chips": config.chips.model_dump(mode="json"),
+            "labels": [config.name, config.units.outcome_label, config.units.outcome_units]}
 
 
 def map_outputs(ctx: StageContext) -> list[Path]:
     p = ctx.paths
-    return [p.cate_tif, p.cate_png, p.map_summary]
-
-
-def _effects(ctx: StageContext) -> Any:
-    result = ctx.cached("effects")
-    if result is not None:
-        return result.effects
-    import geopandas as gpd
-
-    return gpd.read_file(ctx.paths.effects)
-
-
-def _covariate_means(ctx: StageContext, n: int) -> pd.DataFrame | None:
-    """Tabular covariates are unknown off the trial: grid cells get the trial's means."""
-    covariates = list(ctx.config.units.covariates)
-    if not covariates:
-        return None
-    means = ctx.units()[covariates].mean()
-    return pd.DataFrame({c: np.full(n, means[c]) for c in covariates})
-
-
-def _truth_on_grid(config: Any, grid: Any) -> np.ndarray | None:
-    """The simulator's true CATE surface averaged onto the map grid, when it exists."""
-    if config.truth is None:
-        return None
-    path = Path(config.truth).with_name("truth_cate.tif")
-    if not path.exists():
-        return None
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    out = np.full(grid.shape, np.nan, dtype=np.float32)
-    with rasterio.open(path) as src:
-        reproject(rasterio.band(src, 1), out, dst_transform=grid.transform, dst_crs=grid.crs,
-                  resampling=Resampling.average, dst_nodata=np.nan)
-    return out
+    return [p.effect_tif, p.effect_png, p.effect_html, p.cells_parquet, p.map_summary]
 
 
 def _estimator_checksum(ctx: StageContext) -> str | None:
@@ -79,56 +44,56 @@ def _estimator_checksum(ctx: StageContext) -> str | None:
     return (record.get("outputs") or {}).get("estimator_sha256")
 
 
+def check_model_file(ctx: StageContext) -> None:
+    """Refuse to unpickle an estimator.joblib that this run's estimate stage did not write."""
+    path, expected = ctx.paths.estimator, _estimator_checksum(ctx)
+    if not path.is_file():
+        raise InputFileError(f"effect model file '{path}' does not exist; run the estimate "
+                             "stage first.")
+    if not expected or file_sha256(path) != expected:
+        raise InputFileError(
+            f"Refusing to load '{path}': it is not the model this run's estimate stage wrote "
+            "(its checksum differs from the one in manifest.json). Rerun with --force estimate."
+        )
+
+
+def _spearman_with_truth(config: Any, effect_tif: Path) -> float | None:
+    """Rank correlation of the predicted surface with the simulator's true CATE surface."""
+    if config.truth is None:
+        return None
+    truth_tif = Path(config.truth).with_name("truth_cate.tif")
+    if not truth_tif.exists():
+        return None
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+    from scipy.stats import spearmanr
+
+    with rasterio.open(effect_tif) as src:
+        predicted = src.read(1)
+        truth = np.full(predicted.shape, np.nan, dtype=np.float32)
+        with rasterio.open(truth_tif) as true_src:
+            reproject(rasterio.band(true_src, 1), truth, dst_transform=src.transform,
+                      dst_crs=src.crs, resampling=Resampling.average, dst_nodata=np.nan)
+    ok = np.isfinite(predicted) & np.isfinite(truth)
+    if ok.sum() < 3:
+        return None
+    return float(spearmanr(predicted[ok], truth[ok]).statistic)
+
+
 def map_stage(ctx: StageContext) -> dict[str, Any]:
-    """Chip, encode and score a grid over the first raster; write maps/cate.tif and .png."""
-    from eocausal.models.features.encode import encode_store
-    from eocausal.pipeline.grid import region_grid
-    from eocausal.pipeline.imagery import describe_raster, expand_imagery
-    from eocausal.pipeline.ingest import ingest
-    from eocausal.workflows.maps import is_cog, plot_surface, write_cog
+    """Build the map of the run's config (``map`` section) into maps/."""
+    from eocausal.workflows.maps import build_map
 
     config, paths = ctx.config, ctx.paths
-    source = describe_raster(expand_imagery(config.imagery.paths)[0], checksum=False)
-    size = config.chips.size
-    grid = region_grid(source, stride=config.map.stride or max(1, size // 2), margin=size // 2)
-    img = config.imagery
-    result = ingest(grid.units, img.paths, paths.grid_tiles, chip_size=size, bands=img.bands,
-                    min_valid_fraction=config.chips.min_valid_fraction,
-                    units_per_chunk=config.chips.units_per_chunk, crs=img.crs,
-                    resolution=img.resolution, resampling=img.resampling, dates=img.dates,
-                    apply_scale_offset=img.apply_scale_offset, map_partitions=ctx.mapper)
-    study = ctx.store()
-    with progress_bar("encode grid", ctx.progress) as update:
-        frame = encode_store(result.store, ctx.encoder(), batch_size=config.encoder.batch_size,
-                             device=config.encoder.device, progress=update,
-                             mean=study.band_mean, std=study.band_std)
-    model = load_effect_model(paths.estimator, _estimator_checksum(ctx))
-    cells = grid.units.merge(frame, on="unit_id", how="inner")
-    feature_cols = [c for c in frame.columns if c != "unit_id"]
-    cate, _, _ = model.predict_cate(cells[feature_cols], _covariate_means(ctx, len(cells)))
-    surface = np.full(grid.shape, np.nan, dtype=np.float32)
-    surface[cells["row"].to_numpy(), cells["col"].to_numpy()] = cate
-    with atomic_path(paths.cate_tif) as tmp:
-        write_cog(tmp, surface, transform=grid.transform, crs=grid.crs)
-    cog = paths.cate_tif
-    truth_surface = _truth_on_grid(config, grid)
-    effects = _effects(ctx).to_crs(grid.crs)
-    points = np.column_stack([effects.geometry.x, effects.geometry.y])
-    with atomic_path(paths.cate_png) as tmp:
-        plot_surface(tmp, surface, extent=grid.extent, points=points,
-                     title=f"Predicted CATE ({config.encoder.name} + {config.estimator.method})",
-                     truth=truth_surface)
-    png = paths.cate_png
-    summary: dict[str, Any] = {"grid_shape": list(grid.shape),
-                               "cells_predicted": int(np.isfinite(surface).sum()),
-                               "figures": {"cate_map": str(Path(png).relative_to(paths.root))}}
-    if truth_surface is not None:
-        from scipy.stats import spearmanr
-
-        ok = np.isfinite(surface) & np.isfinite(truth_surface)
-        summary["spearman_with_true_surface"] = float(
-            spearmanr(surface[ok], truth_surface[ok]).statistic)
+    check_model_file(ctx)
+    u = config.units
+    result = build_map(paths, config.map, mapper=ctx.mapper, progress=ctx.progress,
+                       echo=ctx.echo, title=config.name, outcome_label=u.outcome_label,
+                       outcome_units=u.outcome_units)
+    summary = dict(result.summary)
+    summary["spearman_with_true_surface"] = _spearman_with_truth(config, paths.effect_tif)
+    summary["figures"] = {"effect_map": str(paths.effect_png.relative_to(paths.root))}
     write_json(paths.map_summary, summary)
-    ctx.echo(f"mapped CATE on a {grid.shape[0]}x{grid.shape[1]} grid -> {cog}, {png}")
-    return {"cog": str(cog), "png": str(png), "cells": summary["cells_predicted"],
-            "is_cog": is_cog(cog)}
+    return {"n_predicted": summary["n_predicted"], "n_cells": summary["n_cells"],
+            "outputs": summary.get("outputs")}

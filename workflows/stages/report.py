@@ -80,6 +80,7 @@ def build_summary(ctx: StageContext, timings: dict[str, float]) -> dict[str, Any
         "encoder": config.encoder.name,
         "heterogeneity": evaluation,
         "panel": estimates.get("panel"),
+        "targeting": (evaluation or {}).get("targeting"),
         "map": map_summary,
         "truth": (None if effects is None else
                   truth_comparison(config.truth, estimates, effects)),

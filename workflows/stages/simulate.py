@@ -15,6 +15,8 @@ def _point_config_at(ctx: StageContext, record: dict[str, Any]) -> None:
     config.units.path = Path(record["units"])
     config.imagery.paths = list(record["imagery"])
     config.truth = Path(record["truth"])
+    if ctx.manifest is not None:  # later stages (the map's covariate means) read it there
+        ctx.manifest.config = config.model_dump(mode="json")
 
 
 def simulate_stage(ctx: StageContext) -> dict[str, Any]:

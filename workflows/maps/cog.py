@@ -7,6 +7,7 @@ in-memory GTiff and then copied with the COG driver; :func:`is_cog` checks the r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +20,7 @@ import rasterio.shutil  # noqa: E402
 from affine import Affine  # noqa: E402
 from rasterio.io import MemoryFile  # noqa: E402
 
-__all__ = ["write_cog", "is_cog", "plot_surface"]
+__all__ = ["is_cog", "plot_surface", "validate_cog", "write_cog", "write_effect_cog"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,57 @@ def write_cog(path: str | Path, surface: np.ndarray, *, transform: Affine, crs: 
             rasterio.shutil.copy(tmp, str(path), driver="COG", compress="DEFLATE",
                                  blocksize=256, overview_resampling="average")
     return path
+
+
+def write_effect_cog(path: str | Path, bands: Mapping[str, np.ndarray], *, transform: Affine,
+                     crs: str, tags: Mapping[str, str] | None = None,
+                     band_tags: Mapping[str, Mapping[str, str]] | None = None) -> Path:
+    """Write named float32 bands (NaN = nodata) as one COG with rio-cogeo, then validate it.
+
+    Band descriptions are the names; ``tags`` go to the dataset (for example the outcome's
+    units), ``band_tags`` to each band. Overviews are averaged, blocks up to 256 x 256, DEFLATE.
+
+    Raises
+    ------
+    RuntimeError
+        If rio-cogeo's validator rejects the written file (a bug, not a user error).
+    """
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(bands)
+    stack = np.stack([np.asarray(bands[n], dtype=np.float32) for n in names])
+    profile = {"driver": "GTiff", "height": stack.shape[1], "width": stack.shape[2],
+               "count": len(names), "dtype": "float32", "crs": crs, "transform": transform,
+               "nodata": np.nan}
+    with MemoryFile() as mem:
+        with mem.open(**profile) as tmp:
+            tmp.write(stack)
+            for i, name in enumerate(names, start=1):
+                tmp.set_band_description(i, name)
+                tmp.update_tags(i, **dict((band_tags or {}).get(name, {})))
+            tmp.update_tags(**dict(tags or {}))
+        with mem.open() as src:
+            out = cog_profiles.get("deflate")
+            # Blocks of at most half the map, so even a small map gets an overview level.
+            block = int(min(256, max(16, 16 * (min(stack.shape[1:]) // 32))))
+            out.update(blockxsize=block, blockysize=block)
+            cog_translate(src, str(path), out, overview_resampling="average", quiet=True,
+                          in_memory=True, add_mask=False, forward_band_tags=True,
+                          web_optimized=False, overview_level=None)
+    ok, errors, _ = validate_cog(path)
+    if not ok:
+        raise RuntimeError(f"'{path}' is not a valid COG: {errors}")
+    return path
+
+
+def validate_cog(path: str | Path) -> tuple[bool, list[str], list[str]]:
+    """rio-cogeo's validator: (valid, errors, warnings)."""
+    from rio_cogeo.cogeo import cog_validate
+
+    return cog_validate(str(path), quiet=True)
 
 
 def is_cog(path: str | Path) -> bool:
