@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from eocausal.models.effects.propensity import KnownPropensity, make_propensity_model
+from eocausal.models.effects.propensity import ClippedPropensity, KnownPropensity, make_propensity_model
 from eocausal.models.effects.settings import CATE_METHOD_NAMES
 from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -90,7 +90,11 @@ def _build(method: str, settings: Any, propensity: float | None) -> Any:
 
     rs = settings.random_state
     model_y = _outcome_model(rs)
+    clip = getattr(settings, "clip", None)
     model_t = KnownPropensity(propensity) if propensity is not None else make_propensity_model(rs)
+    if propensity is None and clip is not None:
+        model_t = ClippedPropensity(model_t, clip)
+    min_propensity = 1e-3 if clip is None else clip
     forest = {"n_estimators": settings.n_estimators, "min_samples_leaf": settings.min_samples_leaf,
               "n_jobs": settings.n_jobs, "random_state": rs}
     featurizer = (PolynomialFeatures(settings.degree, include_bias=False)
@@ -105,11 +109,11 @@ def _build(method: str, settings: Any, propensity: float | None) -> Any:
         # LinearDRLearner, not DRLearner with a linear final model: only the former gets
         # econml's linear inference, whose ATE error is exact (DRLearner's is a loose bound).
         return LinearDRLearner(model_regression=model_y, model_propensity=model_t,
-                               featurizer=featurizer, min_propensity=1e-3, cv=settings.cv,
-                               random_state=rs)
+                               featurizer=featurizer, min_propensity=min_propensity,
+                               cv=settings.cv, random_state=rs)
     if method == "forest_dr_learner":
         return ForestDRLearner(model_regression=model_y, model_propensity=model_t,
-                               min_propensity=1e-3, cv=settings.cv, **forest)
+                               min_propensity=min_propensity, cv=settings.cv, **forest)
     if method == "t_learner":
         return TLearner(models=model_y)
     if method == "s_learner":
@@ -140,6 +144,8 @@ def fit_cate(
     kwargs: dict[str, Any] = {"X": X}
     if spec.uses_groups and groups is not None:
         kwargs["groups"] = groups
+    if method in ("causal_forest", "linear_dml"):
+        kwargs["cache_values"] = True  # residuals for the doubly robust headline scores
     if spec.interval == "bootstrap" and settings.n_bootstrap > 0:
         from econml.inference import BootstrapInference
 
