@@ -382,7 +382,10 @@ def estimate_ate(
 
         e_s = np.clip(nu.e[keep], max(c, 1e-3), 1 - max(c, 1e-3))
         params = dr_sensitivity_params(t[keep], y[keep], nu.mu0[keep], nu.mu1[keep], e_s)
-        sensitivity = sensitivity_result(params, estimand="AIPW " + ("ATE" if estimand == "ATE" else "estimate"))
+        try:
+            sensitivity = sensitivity_result(params, estimand="AIPW " + ("ATE" if estimand == "ATE" else "estimate"))
+        except ValueError as exc:  # negative nu: propensities too poorly calibrated for bounds
+            logger.warning("no sensitivity bounds: %s", exc)
     return AteReport(estimates=estimates, design=design, n_units=int(t.size), trimming=trimming,
                      overlap=overlap, balance=balance, nuisance_scores=dict(nu.scores), nuisances=nu,
                      used=keep, sensitivity=sensitivity)

@@ -6,21 +6,25 @@ fits any of them the same way and a comparison across methods (:mod:`models.comp
 loop over names. Nothing is re-implemented here: the learners are econml's.
 
 ================== ================================ ===================== ==================
-method             econml estimator                 per-unit interval     ATE
+method             econml estimator                 per-unit interval     headline ATE
 ================== ================================ ===================== ==================
 causal_forest      CausalForestDML                  bootstrap of little   forest's doubly
-                                                    bags (BLB)            robust ``ate_``
-linear_dml         LinearDML (+ featurizer)         statsmodels (HC0)     exact, linear
-dr_learner         LinearDRLearner (+ featurizer)   statsmodels (HC0)     exact, linear
+                                                    bags (BLB)            robust scores
+linear_dml         LinearDML (+ featurizer)         statsmodels (HC0)     its DR scores
+dr_learner         LinearDRLearner (+ featurizer)   statsmodels (HC0)     AIPW
 forest_dr_learner  ForestDRLearner                  BLB                   AIPW
 x_learner          XLearner                         bootstrap or none     AIPW
 t_learner          TLearner                         bootstrap or none     AIPW
 s_learner          SLearner                         bootstrap or none     AIPW
 ================== ================================ ===================== ==================
 
-"AIPW" is the cross-fitted doubly robust ATE of :func:`models.ate.aipw` on the same folds:
-those learners have no valid ATE inference of their own (econml's ``ate_inference`` for a
-forest is a conservative bound, the mean of per-unit variances).
+Every headline ATE is the mean of a doubly robust score, with an influence-function error
+clustered by ``groups`` when given (:mod:`models.effects.intervals`). "forest's doubly robust
+scores" are econml's own (out-of-bag CATE plus the residual correction), so the point estimate
+is ``ate_`` but the error is clustered; "its DR scores" are the same construction from
+LinearDML's residuals; "AIPW" is the cross-fitted doubly robust score of
+:func:`models.ate.aipw` on the same folds (econml's ``ate_inference`` for a forest is a
+conservative bound, the mean of per-unit variances, and ignores clusters).
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from eocausal.models.effects.propensity import ClippedPropensity, KnownPropensity, make_propensity_model
+from eocausal.models.effects.propensity import (
+    ClippedPropensity,
+    KnownPropensity,
+    make_propensity_model,
+)
 from eocausal.models.effects.settings import CATE_METHOD_NAMES
 from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -48,14 +56,14 @@ class CateMethod:
 
     name: str
     interval: str  # "blb", "statsmodels", "bootstrap"
-    ate_source: str  # "causal_forest", "linear", "aipw"
+    ate_source: str  # "causal_forest", "dml_scores", "aipw" (see the module table)
     uses_groups: bool  # econml cross-fits nuisances, so groups shape its folds
 
 
 CATE_METHODS: dict[str, CateMethod] = {m.name: m for m in (
     CateMethod("causal_forest", "blb", "causal_forest", True),
-    CateMethod("linear_dml", "statsmodels", "linear", True),
-    CateMethod("dr_learner", "statsmodels", "linear", True),
+    CateMethod("linear_dml", "statsmodels", "dml_scores", True),
+    CateMethod("dr_learner", "statsmodels", "aipw", True),
     CateMethod("forest_dr_learner", "blb", "aipw", True),
     CateMethod("x_learner", "bootstrap", "aipw", False),
     CateMethod("t_learner", "bootstrap", "aipw", False),
@@ -184,16 +192,16 @@ def predict_cate(
 
 
 def cate_ate(est: Any, method: str, X: NDArray[np.float64]) -> tuple[float, float] | None:
-    """The method's own ATE and standard error, or None when it must come from AIPW.
+    """econml's own ATE and standard error (units independent), or None where it has none.
 
-    The causal forest's ``ate_`` is its doubly robust average; for the linear final stages
-    econml's ``ate_inference`` is exact (the mean of the featurised X times the coefficient
-    covariance).
+    Not the headline (that is a doubly robust mean with a clustered error, see the module
+    table); kept to compare against: the causal forest's ``ate_``/``ate_stderr_``, and for
+    the linear final stages ``ate_inference`` (mean of the featurised X times the coefficients).
     """
-    source = check_method(method).ate_source
-    if source == "causal_forest":
+    check_method(method)
+    if method == "causal_forest":
         return float(np.ravel(est.ate_)[0]), float(np.ravel(est.ate_stderr_)[0])
-    if source == "linear":
+    if method in ("linear_dml", "dr_learner"):
         inf = est.ate_inference(X)
         return float(np.ravel(inf.mean_point)[0]), float(np.ravel(inf.stderr_mean)[0])
     return None

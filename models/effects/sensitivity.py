@@ -119,7 +119,10 @@ def sensitivity_result(params: Any, *, estimand: str = "ATE", alpha: float = 0.0
         params=type(params)(**kw))
 
 
-def sensitivity_grid(params: Any, c_values: ArrayLike = np.linspace(0, 0.3, 31), *,
+C_GRID = tuple(np.round(np.linspace(0.0, 0.3, 31), 10))
+
+
+def sensitivity_grid(params: Any, c_values: ArrayLike = C_GRID, *,
                      alpha: float = 0.05, rho: float = 1.0, bound: str = "lower"
                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The ``1 - alpha`` interval's lower (or upper) end over a grid of ``(c_t, c_y)``, for contours.
@@ -143,7 +146,9 @@ def sensitivity_bounds(est: Any, method: str) -> dict[str, Any] | None:
     """The bounds of a fitted learner of :mod:`models.effects.cate` (JSON-ready), or None.
 
     DML learners (causal forest, LinearDML) bound their partialling-out effect, which weights
-    units by ``e (1 - e)``; the DR learners bound their ATE. Metalearners have none.
+    units by ``e (1 - e)``; the DR learners bound their ATE. Metalearners have none. Where
+    econml cannot compute them (a negative ``nu`` from badly calibrated propensities) the
+    dict says ``available: False`` with econml's reason instead of failing the fit.
     """
     if method in ("causal_forest", "linear_dml"):
         try:
@@ -153,10 +158,16 @@ def sensitivity_bounds(est: Any, method: str) -> dict[str, Any] | None:
         params = dml_sensitivity_params(np.ravel(t_res), np.ravel(y_res))
         estimand = "overlap-weighted (partialling-out) effect"
     elif method in ("dr_learner", "forest_dr_learner"):
-        lo, hi = est.sensitivity_interval(T=1)
-        rv = est.robustness_value(T=1)
-        return {"estimand": "ATE", "lo": float(lo), "hi": float(hi), "c_y": 0.05, "c_t": 0.05,
-                "robustness_value": float(rv)}
+        try:
+            lo, hi = est.sensitivity_interval(T=1)
+            rv = est.robustness_value(T=1)
+        except ValueError as exc:  # econml: negative nu from poorly calibrated propensities
+            return {"estimand": "ATE", "available": False, "reason": str(exc)}
+        return {"estimand": "ATE", "available": True, "lo": float(lo), "hi": float(hi),
+                "c_y": 0.05, "c_t": 0.05, "robustness_value": float(rv)}
     else:
         return None
-    return sensitivity_result(params, estimand=estimand).summary()
+    try:
+        return {"available": True, **sensitivity_result(params, estimand=estimand).summary()}
+    except ValueError as exc:
+        return {"estimand": estimand, "available": False, "reason": str(exc)}

@@ -18,7 +18,11 @@ import numpy as np
 import pandas as pd
 from eocausal.models.effects.estimate import EffectModel
 from eocausal.models.effects.settings import DEFAULT_SETTINGS as _D
-from eocausal.models.evaluation.compare import crossfit_cate, evaluate_heterogeneity, judge_priorities
+from eocausal.models.evaluation.compare import (
+    crossfit_cate,
+    evaluate_heterogeneity,
+    judge_priorities,
+)
 from eocausal.models.evaluation.plots import plot_feature_sets
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
