@@ -10,7 +10,7 @@ method             econml estimator                 per-unit interval     headli
 ================== ================================ ===================== ==================
 causal_forest      CausalForestDML                  bootstrap of little   forest's doubly
                                                     bags (BLB)            robust scores
-linear_dml         LinearDML (+ featurizer)         statsmodels (HC0)     its DR scores
+linear_dml         LinearDML (+ featurizer)         statsmodels (HC0)     AIPW
 dr_learner         LinearDRLearner (+ featurizer)   statsmodels (HC0)     AIPW
 forest_dr_learner  ForestDRLearner                  BLB                   AIPW
 x_learner          XLearner                         bootstrap or none     AIPW
@@ -21,10 +21,11 @@ s_learner          SLearner                         bootstrap or none     AIPW
 Every headline ATE is the mean of a doubly robust score, with an influence-function error
 clustered by ``groups`` when given (:mod:`models.effects.intervals`). "forest's doubly robust
 scores" are econml's own (out-of-bag CATE plus the residual correction), so the point estimate
-is ``ate_`` but the error is clustered; "its DR scores" are the same construction from
-LinearDML's residuals; "AIPW" is the cross-fitted doubly robust score of
+is ``ate_`` but the error is clustered; "AIPW" is the cross-fitted doubly robust score of
 :func:`models.ate.aipw` on the same folds (econml's ``ate_inference`` for a forest is a
-conservative bound, the mean of per-unit variances, and ignores clusters).
+conservative bound, the mean of per-unit variances, and ignores clusters). LinearDML's own
+score (the same construction from its residuals, with a linear ``theta(x)``) covered the
+true ATE in 7 of 9 IHDP replications against 9 of 9 for AIPW, so its headline is AIPW.
 """
 
 from __future__ import annotations
@@ -56,13 +57,13 @@ class CateMethod:
 
     name: str
     interval: str  # "blb", "statsmodels", "bootstrap"
-    ate_source: str  # "causal_forest", "dml_scores", "aipw" (see the module table)
+    ate_source: str  # "causal_forest" or "aipw" (see the module table)
     uses_groups: bool  # econml cross-fits nuisances, so groups shape its folds
 
 
 CATE_METHODS: dict[str, CateMethod] = {m.name: m for m in (
     CateMethod("causal_forest", "blb", "causal_forest", True),
-    CateMethod("linear_dml", "statsmodels", "dml_scores", True),
+    CateMethod("linear_dml", "statsmodels", "aipw", True),
     CateMethod("dr_learner", "statsmodels", "aipw", True),
     CateMethod("forest_dr_learner", "blb", "aipw", True),
     CateMethod("x_learner", "bootstrap", "aipw", False),

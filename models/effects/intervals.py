@@ -4,10 +4,10 @@ Headline. econml's ``ate_stderr_`` treats units as independent draws; with sever
 image and treatment assigned per image it covered the true ATE in 55% of simulated worlds.
 Here every learner's headline ATE is the mean of a doubly robust score, and its error the
 influence-function error of that mean, summed within clusters when groups are given
-(:func:`~models.effects.crossfit.cluster_se`). For the causal forest and LinearDML the score
-is the learner's own, from its cross-fitted residuals: ``theta(x) + (y~ - theta(x) t~) t~ /
-(e (1 - e))`` with ``theta`` the forest's out-of-bag prediction (so the point estimate is
-econml's ``ate_``); for the other learners it is the AIPW score on the same folds.
+(:func:`~models.effects.crossfit.cluster_se`). For the causal forest the score is its own,
+from its cross-fitted residuals: ``theta(x) + (y~ - theta(x) t~) t~ / (e (1 - e))`` with
+``theta`` the forest's out-of-bag prediction (so the point estimate is econml's ``ate_``);
+for the other learners it is the AIPW score on the same folds.
 
 Per unit. The forest's bootstrap-of-little-bags intervals cover its own sampling noise but
 not its smoothing bias (they covered the true CATE for 0.70 of units). The calibrated

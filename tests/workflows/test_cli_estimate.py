@@ -53,7 +53,7 @@ def test_estimate_writes_the_run_directory(inputs) -> None:
     ate = pd.read_csv(out / "ate.csv", index_col="method")
     assert ate.loc["difference_in_means", "note"] == "cluster-robust"
     assert {p.name for p in (out / "figures").iterdir()} == {"toc.png", "qini.png", "gates.png", "calibration.png"}
-    assert "ATE (linear)" in result.output
+    assert "ATE (aipw)" in result.output  # dr_learner: AIPW headline, cluster-robust
 
 
 def test_missing_covariates_without_drop_flag_name_the_rows(inputs) -> None:
