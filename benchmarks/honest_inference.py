@@ -203,7 +203,7 @@ def uganda() -> pd.DataFrame:
     cov = ["X1", "X3", "X5"]  # X2/X4/X6 are treatment interactions, never covariates
     result = compare_feature_sets(units[feats], units[cov], units["W"], units["Y"],
                                   propensity=None, groups=units["image_key"], groups_name="image_key",
-                                  n_components=None, n_estimators=400, n_bootstrap=200, n_jobs=1)
+                                  n_components=None, n_estimators=200, n_bootstrap=200, n_jobs=1)
     result.figure().savefig("/tmp/uganda_feature_sets.png", dpi=110)
     return result.table
 
