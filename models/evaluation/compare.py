@@ -44,7 +44,8 @@ class HeterogeneityReport:
     ``priorities``: out-of-fold CATE of every unit; ``dr_scores``: cross-fitted AIPW scores;
     ``autoc``, ``qini``: :class:`~models.rate.RateResult`; ``blp``, ``gates``: calibration;
     ``nuisance_scores``: out-of-fold scores of the nuisance models; ``used``: mask of the
-    input units evaluated (after trimming); ``folds``: the folds over those units.
+    input units evaluated (after trimming); ``folds``: the folds over those units;
+    ``variance``: what the RATE and the BLP/GATES errors rest on (clustered with groups).
     """
 
     method: str
@@ -57,6 +58,7 @@ class HeterogeneityReport:
     nuisance_scores: dict[str, float | None]
     used: NDArray[np.bool_] | None = None
     folds: Folds | None = None
+    variance: dict[str, str] | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain values for ``summary.json``."""
@@ -68,7 +70,7 @@ class HeterogeneityReport:
                 "gates": None if self.gates is None else {
                     "table": self.gates.table.to_dict(orient="list"),
                     "difference": self.gates.difference},
-                "nuisance_scores": self.nuisance_scores}
+                "nuisance_scores": self.nuisance_scores, "variance": self.variance}
 
 
 def _seed(random_state: Any) -> int | None:
@@ -169,7 +171,15 @@ def evaluate_heterogeneity(
     priorities = crossfit_cate(method, settings, X, t, y, folds=folds, groups=g, propensity=known)
     report = _judge(method, priorities, nu.dr_scores(t, y, clip=clip), g, dict(nu.scores),
                     n_bootstrap=n_bootstrap, n_groups=n_groups, q=q, random_state=random_state)
-    return replace(report, used=keep, folds=folds)
+    return replace(report, used=keep, folds=folds, variance=_variance(g, groups_name))
+
+
+def _variance(groups: NDArray[Any] | None, name: str) -> dict[str, str]:
+    if groups is None:
+        return {"rate": "half-sample bootstrap over units", "blp_gates": "heteroskedasticity-robust (HC1)"}
+    n = np.unique(groups).size
+    return {"rate": f"half-sample bootstrap over {n} clusters ({name})",
+            "blp_gates": f"cluster-robust (CR1), {n} clusters ({name})"}
 
 
 def judge_priorities(
@@ -190,7 +200,7 @@ def judge_priorities(
     g = None if groups is None else np.asarray(groups)
     report = _judge(method, p, reference.dr_scores, g, dict(reference.nuisance_scores),
                     n_bootstrap=n_bootstrap, n_groups=n_groups, q=q, random_state=random_state)
-    return replace(report, used=reference.used, folds=reference.folds)
+    return replace(report, used=reference.used, folds=reference.folds, variance=reference.variance)
 
 
 def compare_methods(

@@ -73,6 +73,9 @@ def test_feature_sets_find_the_effect_where_it_lives() -> None:
     assert table.loc["tabular", "autoc"] - 2 * table.loc["tabular", "autoc_se"] > 0
     assert table.loc["tabular", "blp_slope"] > 0.5 > table.loc["image", "blp_slope"]
     assert table["variance"].str.startswith("cluster-robust influence function, 125 clusters (image_key)").all()
+    het = result.reports["image"]["heterogeneity"]
+    assert het.variance == {"rate": "half-sample bootstrap over 125 clusters (image_key)",
+                            "blp_gates": "cluster-robust (CR1), 125 clusters (image_key)"}
     assert len(result.figure().axes) == 3
 
 
