@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from eocausal.models.effects.checks import as_matrix, check_treatment_outcome, difference_in_means
+from eocausal.models.effects.checks import (
+    as_matrix,
+    check_groups,
+    check_treatment_outcome,
+    difference_in_means,
+)
 from eocausal.models.effects.crossfit import (
     Folds,
     Nuisances,
@@ -28,6 +33,8 @@ from eocausal.models.effects.crossfit import (
     make_outcome_model,
 )
 from eocausal.models.effects.diagnostics import check_overlap, covariate_balance
+from eocausal.models.effects.intervals import variance_label
+from eocausal.models.effects.overlap import estimand_label
 from eocausal.models.effects.propensity import KnownPropensity, make_propensity_model
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
@@ -46,7 +53,11 @@ ATE_METHODS = ("difference_in_means", "ipw", "aipw", "linear_dml", "dr_learner")
 
 @dataclass(frozen=True)
 class AteEstimate:
-    """One ATE with its standard error and 95% interval, on ``n_used`` units."""
+    """One estimate with its standard error and 95% interval, on ``n_used`` units.
+
+    ``estimand``: what it estimates (``ATE``, ``ATE on the trimmed population ...``, or an
+    overlap-weighted effect with its weights); ``variance``: what the interval rests on.
+    """
 
     method: str
     estimate: float
@@ -55,12 +66,15 @@ class AteEstimate:
     hi: float
     n_used: int
     note: str = ""
+    estimand: str = "ATE"
+    variance: str = ""
 
     @classmethod
-    def normal(cls, method: str, estimate: float, se: float, n_used: int, note: str = "") -> AteEstimate:
+    def normal(cls, method: str, estimate: float, se: float, n_used: int, note: str = "", *,
+               estimand: str = "ATE", variance: str = "") -> AteEstimate:
         """Estimate with a normal-approximation 95% interval."""
         return cls(method, float(estimate), float(se), float(estimate - _Z95 * se),
-                   float(estimate + _Z95 * se), int(n_used), note)
+                   float(estimate + _Z95 * se), int(n_used), note, estimand, variance)
 
 
 def dim(treatment: ArrayLike, outcome: ArrayLike, *, clusters: ArrayLike | None = None) -> AteEstimate:
@@ -138,6 +152,8 @@ class AteReport:
     balance: pd.DataFrame
     nuisance_scores: dict[str, float | None]
     nuisances: Nuisances = field(repr=False)
+    used: NDArray[np.bool_] | None = field(default=None, repr=False)
+    sensitivity: Any = None
 
     def table(self) -> pd.DataFrame:
         """One row per method: estimate, se, lo, hi, n_used, note."""
@@ -150,7 +166,8 @@ class AteReport:
                 "trimming": self.trimming, "overlap": self.overlap,
                 "max_abs_smd_before": _max_abs(self.balance["smd_before"]),
                 "max_abs_smd_after": _max_abs(self.balance["smd_after"]),
-                "nuisance_scores": self.nuisance_scores}
+                "nuisance_scores": self.nuisance_scores,
+                "sensitivity": None if self.sensitivity is None else self.sensitivity.summary()}
 
 
 def _max_abs(values: pd.Series) -> float | None:
@@ -186,7 +203,7 @@ def _dml_ate(
         else:
             est = LinearDRLearner(model_regression=model_y, model_propensity=model_t, cv=cv,
                                   min_propensity=1e-3, random_state=rs)
-        est.fit(y, t, X=None, W=X, cache_values=clusters is not None)
+        est.fit(y, t, X=None, W=X, cache_values=True)
     inf = est.ate_inference()
     estimate, se = float(np.ravel(inf.mean_point)[0]), float(np.ravel(inf.stderr_mean)[0])
     note = "HC0"
@@ -194,7 +211,25 @@ def _dml_ate(
         phi = _dml_influence(est, method, estimate, X)
         if phi is not None:
             se, note = cluster_se(phi, clusters), "cluster-robust"
-    return AteEstimate.normal(method, estimate, se, t.size, note)
+    estimand = "ATE"
+    if method == "linear_dml":
+        estimand = _overlap_weighted_label(est, propensity)
+    return AteEstimate.normal(method, estimate, se, t.size, note, estimand=estimand)
+
+
+def _overlap_weighted_label(est: Any, propensity: float | None) -> str:
+    """LinearDML without X weights units by ``e (1 - e)``: name it and say how unequal they are."""
+    if propensity is not None:
+        return "ATE (constant assignment probability: the e(1-e) weights are equal)"
+    try:
+        _, t_res, _, _ = est.residuals_
+        e = 1 - np.abs(np.ravel(t_res))  # |t - e| is 1 - e for treated, e for controls
+    except AttributeError:
+        return "overlap-weighted effect (weights e(1-e)), not the ATE"
+    w = np.clip(np.abs(np.ravel(t_res)) * e, 0, None)
+    ess = float(w.sum() ** 2 / np.sum(w**2)) if w.sum() > 0 else 0.0
+    return (f"overlap-weighted effect, not the ATE: units weighted by e(1-e) (Li, Morgan and "
+            f"Zaslavsky 2018), effective sample {ess:.0f} of {w.size}")
 
 
 def _dml_influence(est: Any, method: str, estimate: float, X: NDArray[np.float64]) -> NDArray[np.float64] | None:
@@ -225,7 +260,7 @@ def estimate_ate(
     propensity: float | None = None, methods: tuple[str, ...] | list[str] = ATE_METHODS,
     cv: int = 5, groups: ArrayLike | None = None, trim: float | None = None,
     clip: float | None = None, outcome_model: str = "gbm", propensity_model: str = "gbm",
-    check: bool = True, random_state: int | None = 0,
+    check: bool = True, random_state: int | None = 0, groups_name: str = "groups",
 ) -> AteReport:
     """ATE by several estimators on shared cross-fitted nuisances, with diagnostics.
 
@@ -254,8 +289,11 @@ def estimate_ate(
     propensity_model : {"gbm", "logistic"}, default="gbm"
     check : bool, default=True
         Raise when the arms do not overlap, warn :class:`~models.diagnostics.OverlapWarning`
-        when they overlap poorly.
+        when they overlap poorly; run on the units left after trimming (or on the clipped
+        propensities), so that trimming can fix what it is meant to fix.
     random_state : int or None, default=0
+    groups_name : str, default="groups"
+        The column ``groups`` came from, named in messages and in each ``variance``.
 
     Returns
     -------
@@ -281,16 +319,26 @@ def estimate_ate(
     _check_threshold("clip", clip)
     t, y = check_treatment_outcome(treatment, outcome)
     M, names = as_matrix(X, "X", t.size)
-    clusters = None if groups is None else np.asarray(groups)
+    clusters = check_groups(groups, groups_name, t.size, treatment=t)
     known = (float(t.mean()) if propensity is None else float(propensity)) if design == "rct" else None
     folds = make_folds(t, cv=cv, groups=clusters, random_state=random_state)
     nu = crossfit_nuisances(M, t, y, folds=folds, propensity=known, outcome_model=outcome_model,
                             propensity_model=propensity_model, random_state=random_state)
-    overlap = check_overlap(t, nu.e) if (check and known is None) else None
-    balance = covariate_balance(M, t, None if known is not None else nu.e, names=names)
-
     keep = _trim_mask(nu.e, trim)
     c = clip or 0.0
+    n_t, n_c = int(t[keep].sum()), int((1 - t[keep]).sum())
+    if min(n_t, n_c) < 2:
+        raise EstimationError(
+            f"trim={trim} removes {int((~keep).sum())} of {t.size} units and leaves {n_t} treated "
+            f"and {n_c} control (estimated propensities range {nu.e.min():.2g}-{nu.e.max():.2g}); "
+            "lower trim, or restrict the units to a region where both arms occur.")
+    e_checked = np.clip(nu.e[keep], c, 1 - c) if c else nu.e[keep]
+    overlap = check_overlap(t[keep], e_checked) if (check and known is None) else None
+    balance = covariate_balance(M, t, None if known is not None else nu.e, names=names)
+    n_affected = int((~keep).sum()) if trim is not None else int(((nu.e < c) | (nu.e > 1 - c)).sum())
+    rule = "trim" if trim is not None else "clip" if clip is not None else None
+    estimand = estimand_label(rule, trim or clip, n_affected, int(keep.sum()), t.size)
+    variance = variance_label(None if clusters is None else clusters[keep], groups_name)
 
     def weighted(mask: NDArray[np.bool_], clip_at: float) -> dict[str, AteEstimate]:
         e = np.clip(nu.e[mask], clip_at, 1 - clip_at) if clip_at else nu.e[mask]
@@ -302,28 +350,42 @@ def estimate_ate(
     after = weighted(keep, c)
     if trim is not None or clip is not None:
         before = weighted(np.ones(t.size, dtype=bool), 0.0)
-        affected = int((~keep).sum()) if trim is not None else int(((nu.e < c) | (nu.e > 1 - c)).sum())
-        trimming = {"rule": "trim" if trim is not None else "clip", "threshold": trim or clip,
-                    "n_affected": affected, "n_used": int(keep.sum()),
+        trimming = {"rule": rule, "threshold": trim or clip, "n_affected": n_affected,
+                    "n_used": int(keep.sum()), "estimand": estimand,
                     "before": {k: v.estimate for k, v in before.items()},
                     "after": {k: v.estimate for k, v in after.items()}}
-        logger.info("%s at %s affected %d units: %s", trimming["rule"], trimming["threshold"],
-                    affected, trimming)
-        if int(t[keep].sum()) < 2 or int((1 - t[keep]).sum()) < 2:
-            raise EstimationError(f"trim={trim} leaves {int(t[keep].sum())} treated and "
-                                  f"{int((1 - t[keep]).sum())} control units; lower the threshold.")
+        logger.info("%s at %s affected %d units: %s", rule, trimming["threshold"], n_affected, trimming)
     estimates: dict[str, AteEstimate] = {}
     for method in methods:
         cl = None if clusters is None else clusters[keep]
         if method == "difference_in_means":
-            estimates[method] = dim(t[keep], y[keep], clusters=cl)
+            est = dim(t[keep], y[keep], clusters=cl)
+            label = estimand if known is not None else "difference in means (no adjustment; the ATE only in a trial)"
         elif method in after:
-            estimates[method] = after[method]
+            est, label = after[method], estimand
         else:
             sub = folds if trim is None else make_folds(t[keep], cv=cv, groups=cl, random_state=random_state)
-            estimates[method] = _dml_ate(method, M[keep], t[keep], y[keep], folds=sub,
-                                         propensity=known, outcome_model=outcome_model,
-                                         propensity_model=propensity_model, clusters=cl,
-                                         random_state=random_state)
+            est = _dml_ate(method, M[keep], t[keep], y[keep], folds=sub,
+                           propensity=known, outcome_model=outcome_model,
+                           propensity_model=propensity_model, clusters=cl,
+                           random_state=random_state)
+            label = est.estimand if est.estimand != "ATE" else estimand
+            if method == "linear_dml" and trim is not None and n_affected and known is None:
+                label = f"{est.estimand}, on the trimmed population ({int(keep.sum())} of {t.size} units)"
+        var = variance if cl is not None or est.note != "Welch" else "Welch (units independent)"
+        if cl is None and est.note == "HC0":
+            var = "heteroskedasticity-robust (HC0), units independent"
+        estimates[method] = replace(est, estimand=label, variance=var)
+    sensitivity = None
+    if known is None:
+        from eocausal.models.effects.sensitivity import dr_sensitivity_params, sensitivity_result
+
+        e_s = np.clip(nu.e[keep], max(c, 1e-3), 1 - max(c, 1e-3))
+        params = dr_sensitivity_params(t[keep], y[keep], nu.mu0[keep], nu.mu1[keep], e_s)
+        try:
+            sensitivity = sensitivity_result(params, estimand="AIPW " + ("ATE" if estimand == "ATE" else "estimate"))
+        except ValueError as exc:  # negative nu: propensities too poorly calibrated for bounds
+            logger.warning("no sensitivity bounds: %s", exc)
     return AteReport(estimates=estimates, design=design, n_units=int(t.size), trimming=trimming,
-                     overlap=overlap, balance=balance, nuisance_scores=dict(nu.scores), nuisances=nu)
+                     overlap=overlap, balance=balance, nuisance_scores=dict(nu.scores), nuisances=nu,
+                     used=keep, sensitivity=sensitivity)

@@ -6,21 +6,26 @@ fits any of them the same way and a comparison across methods (:mod:`models.comp
 loop over names. Nothing is re-implemented here: the learners are econml's.
 
 ================== ================================ ===================== ==================
-method             econml estimator                 per-unit interval     ATE
+method             econml estimator                 per-unit interval     headline ATE
 ================== ================================ ===================== ==================
 causal_forest      CausalForestDML                  bootstrap of little   forest's doubly
-                                                    bags (BLB)            robust ``ate_``
-linear_dml         LinearDML (+ featurizer)         statsmodels (HC0)     exact, linear
-dr_learner         LinearDRLearner (+ featurizer)   statsmodels (HC0)     exact, linear
+                                                    bags (BLB)            robust scores
+linear_dml         LinearDML (+ featurizer)         statsmodels (HC0)     AIPW
+dr_learner         LinearDRLearner (+ featurizer)   statsmodels (HC0)     AIPW
 forest_dr_learner  ForestDRLearner                  BLB                   AIPW
 x_learner          XLearner                         bootstrap or none     AIPW
 t_learner          TLearner                         bootstrap or none     AIPW
 s_learner          SLearner                         bootstrap or none     AIPW
 ================== ================================ ===================== ==================
 
-"AIPW" is the cross-fitted doubly robust ATE of :func:`models.ate.aipw` on the same folds:
-those learners have no valid ATE inference of their own (econml's ``ate_inference`` for a
-forest is a conservative bound, the mean of per-unit variances).
+Every headline ATE is the mean of a doubly robust score, with an influence-function error
+clustered by ``groups`` when given (:mod:`models.effects.intervals`). "forest's doubly robust
+scores" are econml's own (out-of-bag CATE plus the residual correction), so the point estimate
+is ``ate_`` but the error is clustered; "AIPW" is the cross-fitted doubly robust score of
+:func:`models.ate.aipw` on the same folds (econml's ``ate_inference`` for a forest is a
+conservative bound, the mean of per-unit variances, and ignores clusters). LinearDML's own
+score (the same construction from its residuals, with a linear ``theta(x)``) covered the
+true ATE in 7 of 9 IHDP replications against 9 of 9 for AIPW, so its headline is AIPW.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from eocausal.models.effects.propensity import KnownPropensity, make_propensity_model
+from eocausal.models.effects.propensity import (
+    ClippedPropensity,
+    KnownPropensity,
+    make_propensity_model,
+)
 from eocausal.models.effects.settings import CATE_METHOD_NAMES
 from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -48,14 +57,14 @@ class CateMethod:
 
     name: str
     interval: str  # "blb", "statsmodels", "bootstrap"
-    ate_source: str  # "causal_forest", "linear", "aipw"
+    ate_source: str  # "causal_forest" or "aipw" (see the module table)
     uses_groups: bool  # econml cross-fits nuisances, so groups shape its folds
 
 
 CATE_METHODS: dict[str, CateMethod] = {m.name: m for m in (
     CateMethod("causal_forest", "blb", "causal_forest", True),
-    CateMethod("linear_dml", "statsmodels", "linear", True),
-    CateMethod("dr_learner", "statsmodels", "linear", True),
+    CateMethod("linear_dml", "statsmodels", "aipw", True),
+    CateMethod("dr_learner", "statsmodels", "aipw", True),
     CateMethod("forest_dr_learner", "blb", "aipw", True),
     CateMethod("x_learner", "bootstrap", "aipw", False),
     CateMethod("t_learner", "bootstrap", "aipw", False),
@@ -90,7 +99,11 @@ def _build(method: str, settings: Any, propensity: float | None) -> Any:
 
     rs = settings.random_state
     model_y = _outcome_model(rs)
+    clip = getattr(settings, "clip", None)
     model_t = KnownPropensity(propensity) if propensity is not None else make_propensity_model(rs)
+    if propensity is None and clip is not None:
+        model_t = ClippedPropensity(model_t, clip)
+    min_propensity = 1e-3 if clip is None else clip
     forest = {"n_estimators": settings.n_estimators, "min_samples_leaf": settings.min_samples_leaf,
               "n_jobs": settings.n_jobs, "random_state": rs}
     featurizer = (PolynomialFeatures(settings.degree, include_bias=False)
@@ -105,11 +118,11 @@ def _build(method: str, settings: Any, propensity: float | None) -> Any:
         # LinearDRLearner, not DRLearner with a linear final model: only the former gets
         # econml's linear inference, whose ATE error is exact (DRLearner's is a loose bound).
         return LinearDRLearner(model_regression=model_y, model_propensity=model_t,
-                               featurizer=featurizer, min_propensity=1e-3, cv=settings.cv,
-                               random_state=rs)
+                               featurizer=featurizer, min_propensity=min_propensity,
+                               cv=settings.cv, random_state=rs)
     if method == "forest_dr_learner":
         return ForestDRLearner(model_regression=model_y, model_propensity=model_t,
-                               min_propensity=1e-3, cv=settings.cv, **forest)
+                               min_propensity=min_propensity, cv=settings.cv, **forest)
     if method == "t_learner":
         return TLearner(models=model_y)
     if method == "s_learner":
@@ -140,6 +153,8 @@ def fit_cate(
     kwargs: dict[str, Any] = {"X": X}
     if spec.uses_groups and groups is not None:
         kwargs["groups"] = groups
+    if method in ("causal_forest", "linear_dml"):
+        kwargs["cache_values"] = True  # residuals for the doubly robust headline scores
     if spec.interval == "bootstrap" and settings.n_bootstrap > 0:
         from econml.inference import BootstrapInference
 
@@ -178,16 +193,16 @@ def predict_cate(
 
 
 def cate_ate(est: Any, method: str, X: NDArray[np.float64]) -> tuple[float, float] | None:
-    """The method's own ATE and standard error, or None when it must come from AIPW.
+    """econml's own ATE and standard error (units independent), or None where it has none.
 
-    The causal forest's ``ate_`` is its doubly robust average; for the linear final stages
-    econml's ``ate_inference`` is exact (the mean of the featurised X times the coefficient
-    covariance).
+    Not the headline (that is a doubly robust mean with a clustered error, see the module
+    table); kept to compare against: the causal forest's ``ate_``/``ate_stderr_``, and for
+    the linear final stages ``ate_inference`` (mean of the featurised X times the coefficients).
     """
-    source = check_method(method).ate_source
-    if source == "causal_forest":
+    check_method(method)
+    if method == "causal_forest":
         return float(np.ravel(est.ate_)[0]), float(np.ravel(est.ate_stderr_)[0])
-    if source == "linear":
+    if method in ("linear_dml", "dr_learner"):
         inf = est.ate_inference(X)
         return float(np.ravel(inf.mean_point)[0]), float(np.ravel(inf.stderr_mean)[0])
     return None

@@ -16,7 +16,7 @@ from scipy import stats
 
 from eocausal.errors import EstimationError
 
-__all__ = ["as_matrix", "check_treatment_outcome", "difference_in_means", "first_rows"]
+__all__ = ["as_matrix", "check_groups", "check_treatment_outcome", "difference_in_means", "first_rows"]
 
 
 def first_rows(mask: NDArray[np.bool_], limit: int = 5) -> str:
@@ -140,3 +140,63 @@ def as_matrix(
             "drop those units or impute the values first."
         )
     return matrix, None if columns is None else [str(c) for c in columns]
+
+
+def _missing_labels(g: NDArray[Any]) -> NDArray[np.bool_]:
+    if g.dtype.kind == "f":
+        return ~np.isfinite(g)
+    if g.dtype.kind in "OUS":
+        return np.array([v is None or (isinstance(v, float) and math.isnan(v))
+                         or (isinstance(v, str | bytes) and not v.strip()) for v in g.tolist()],
+                        dtype=bool)
+    return np.zeros(g.size, dtype=bool)
+
+
+def check_groups(
+    groups: ArrayLike | None, name: str = "groups", n_units: int | None = None, *,
+    treatment: ArrayLike | None = None, min_clusters: int = 2,
+) -> NDArray[Any] | None:
+    """Cluster labels checked once, so every entry point rejects bad ones the same way.
+
+    ``name`` is the column the labels came from (``image_key``), so the message names it.
+    NaN, None or empty labels would otherwise crash scikit-learn ("Input contains NaN") or be
+    merged silently into one cluster; one cluster has no cluster-robust variance. Returns the
+    labels as an array (object labels as strings); None stays None.
+
+    Raises
+    ------
+    EstimationError
+        For a length that differs from ``n_units``, NaN or empty labels (naming the rows),
+        or fewer than ``min_clusters`` distinct labels.
+    """
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.ndim != 1:
+        raise EstimationError(f"{name} must be 1-D with one label per unit; got shape {g.shape}.")
+    if n_units is not None and g.size != n_units:
+        raise EstimationError(
+            f"{name} has {g.size} labels but there are {n_units} units; give one label per unit, "
+            "in the same order."
+        )
+    bad = _missing_labels(g)
+    if bad.any():
+        raise EstimationError(
+            f"{name} has {int(bad.sum())} missing or empty labels (rows {first_rows(bad)}); "
+            f"give every unit a label in {name} or drop those rows."
+        )
+    if g.dtype.kind == "O":
+        g = g.astype(str)
+    labels = np.unique(g)
+    if labels.size < min_clusters:
+        arms = ""
+        if treatment is not None and np.unique(np.asarray(treatment)).size > 1:
+            arms = ", holding both arms"
+        shown = f" ({labels[0]!s})" if labels.size == 1 else ""
+        raise EstimationError(
+            f"{name} has {labels.size} distinct label{'' if labels.size == 1 else 's'}{shown} for "
+            f"{g.size} units{arms}; cluster-robust errors and grouped folds need at least "
+            f"{min_clusters} clusters. Use a finer {name}, or leave groups out if units are "
+            "independent."
+        )
+    return g

@@ -34,6 +34,7 @@ __all__ = [
     "Nuisances",
     "cluster_se",
     "crossfit_nuisances",
+    "crossfit_propensity",
     "make_folds",
     "make_outcome_model",
     "spatial_blocks",
@@ -294,3 +295,25 @@ def crossfit_nuisances(
     return Nuisances(mu0=mu0, mu1=mu1, e=e, folds=folds, propensity_known=propensity is not None,
                      scores=scores)
 
+
+
+def crossfit_propensity(
+    X: ArrayLike, treatment: ArrayLike, *, folds: Folds,
+    propensity_model: str | BaseEstimator = "gbm", random_state: int | None = 0,
+) -> NDArray[np.float64]:
+    """Out-of-fold propensity of every unit, for trimming before any learner is fitted.
+
+    Trimming on in-sample probabilities would drop the units a flexible classifier memorised;
+    out-of-fold ones are what the learners' own cross-fitting will see.
+    """
+    M = np.asarray(X, dtype=float)
+    t = np.asarray(treatment).astype(np.int64)
+    model_t = (make_propensity_model(random_state, kind=propensity_model)
+               if isinstance(propensity_model, str) else propensity_model)
+    e = np.full(t.size, np.nan)
+    with threadpool_limits(1, user_api="openmp"):
+        for train, test in folds:
+            e[test] = clone(model_t).fit(M[train], t[train]).predict_proba(M[test])[:, 1]
+    if np.isnan(e).any():
+        raise EstimationError("the folds do not cover every unit once; build them with make_folds.")
+    return e

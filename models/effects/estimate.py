@@ -3,17 +3,20 @@
 Features are standardised and reduced with PCA (forests split poorly on hundreds of correlated
 encoder outputs), joined to covariates, and given as ``X`` to one of the econml learners of
 :mod:`models.cate` (default ``CausalForestDML``). The treatment model is the known assignment
-probability in a trial, else a classifier on ``X`` (the images stand in for confounders). The
-ATE is the method's own doubly robust or linear average where it has valid inference, else the
-cross-fitted AIPW estimate on the same folds. :class:`EffectModel` keeps transform and learner
-so the map stage can predict effects where no trial ran.
+probability in a trial, else a classifier on ``X`` (the images stand in for confounders).
+Observational designs are trimmed (or clipped) on out-of-fold propensities before any learner
+is fitted (:mod:`models.effects.overlap`). The headline ATE is the mean of a doubly robust
+score, the learner's own where econml exposes it, else AIPW on the same folds, with an
+influence-function error clustered by ``groups`` (:mod:`models.effects.intervals`); per-unit
+intervals come both as the learner's own and bias-aware calibrated. ``features=None`` fits on
+covariates alone. :class:`EffectModel` keeps transform and learner so the map stage can
+predict effects where no trial ran.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field, fields
 from importlib.metadata import version
 from numbers import Integral
 from pathlib import Path
@@ -22,8 +25,26 @@ from typing import Any
 import joblib
 import numpy as np
 from eocausal.models.effects import cate as cate_methods
-from eocausal.models.effects.checks import as_matrix, check_treatment_outcome, difference_in_means
+from eocausal.models.effects.checks import (
+    as_matrix,
+    check_groups,
+    check_treatment_outcome,
+    difference_in_means,
+)
+from eocausal.models.effects.intervals import (
+    calibrated_cate_intervals,
+    dml_dr_scores,
+    headline_ate,
+    heldout_cate,
+    variance_label,
+)
+from eocausal.models.effects.overlap import plan_overlap
 from eocausal.models.effects.propensity import KnownPropensity
+from eocausal.models.effects.results import (
+    EffectEstimates,
+    ModelVersionWarning,
+    nuisance_diagnostics,
+)
 from eocausal.models.effects.settings import DEFAULT_SETTINGS as _D
 from eocausal.models.effects.settings import EffectSettings, check_settings
 from numpy.typing import ArrayLike, NDArray
@@ -44,63 +65,6 @@ logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())  # the library never configures logging itself
 
 _Z95 = float(stats.norm.ppf(0.975))
-
-
-class ModelVersionWarning(UserWarning):
-    """A saved effect model was written with other package versions than the running ones."""
-
-
-@dataclass(frozen=True, eq=False)
-class EffectEstimates:
-    """Effect estimates of one fit, as a read-only value object.
-
-    ``ate``, ``ate_lo``, ``ate_hi``, ``ate_se``: doubly robust average effect over the units
-    used, its 95% interval and standard error. ``cate``, ``cate_lo``, ``cate_hi`` (arrays of
-    shape (n_used,)): per-unit effects with 95% intervals. ``naive``: the difference in means
-    (``estimate``, ``se``, ``lo``, ``hi``; Welch interval). ``propensity_used``: the assignment
-    probability given to the treatment model in a trial, None when it was estimated.
-    ``nuisance_scores``: out-of-fold ``outcome_r2`` and ``treatment_accuracy`` (None in a trial,
-    where nothing is fitted; compare it with the larger arm's share), averaged over folds.
-    ``model``: the fitted :class:`EffectModel`, to predict at new locations and to save.
-    ``ate_source``: where the ATE comes from (``causal_forest``, ``linear`` or ``aipw``, see
-    :mod:`models.cate`); ``cate_interval``: what the per-unit intervals rest on (``blb``,
-    ``statsmodels``, ``bootstrap`` or ``none``: then ``cate_lo``/``cate_hi`` are NaN).
-    ``diagnostics``: with ``diagnostics=True`` or an AIPW ATE, the cross-fitted nuisance
-    scores (``propensity_auc``, ``propensity_log_loss``), ``overlap`` (observational) and
-    ``max_abs_smd_before``/``after``; JSON-ready.
-    """
-
-    ate: float
-    ate_lo: float
-    ate_hi: float
-    ate_se: float
-    method: str
-    design: str
-    n_used: int
-    cate: NDArray[np.float64]
-    cate_lo: NDArray[np.float64]
-    cate_hi: NDArray[np.float64]
-    naive: dict[str, float]
-    propensity_used: float | None
-    nuisance_scores: dict[str, float | None] = field(default_factory=dict)
-    model: EffectModel | None = field(default=None, repr=False)
-    ate_source: str = "causal_forest"
-    cate_interval: str = "blb"
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("cate", "cate_lo", "cate_hi"):
-            values = getattr(self, name)
-            if values.shape != (self.n_used,):
-                raise ValueError(f"{name} has shape {values.shape}; expected ({self.n_used},).")
-            values.setflags(write=False)
-        if np.isfinite([self.ate_lo, self.ate_hi]).all() and not self.ate_lo <= self.ate <= self.ate_hi:
-            raise ValueError(f"ATE {self.ate} lies outside its interval [{self.ate_lo}, {self.ate_hi}].")
-
-    def summary(self) -> dict[str, Any]:
-        """The scalar results as plain Python values, for ``summary.json``."""
-        skip = ("cate", "cate_lo", "cate_hi", "model")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 def _check_columns(
@@ -159,9 +123,15 @@ class EffectModel(BaseEstimator):
         Bootstrap replicates for the metalearners' intervals; each refits the learner, so 0
         (no per-unit intervals, NaN) is the default. Other methods ignore it.
     diagnostics : bool, default=False
-        Also cross-fit outcome and propensity models on the same folds and report overlap,
-        balance and their scores in ``estimates_.diagnostics`` (always done for methods whose
-        ATE is the AIPW estimate).
+        Also report overlap, balance and the scores of the cross-fitted outcome and
+        propensity models in ``estimates_.diagnostics``.
+    trim : float or None, default=0.05
+        Observational designs: units whose out-of-fold propensity lies outside
+        ``[trim, 1 - trim]`` are dropped before the learner is fitted, and the estimand is
+        the ATE on the trimmed population (``estimates_.estimand``). None keeps every unit.
+    clip : float or None, default=None
+        Bound propensities to ``[clip, 1 - clip]`` inside the learner instead (turns
+        ``trim`` off); the estimate is then labelled a weighted effect.
 
     Attributes
     ----------
@@ -180,6 +150,7 @@ class EffectModel(BaseEstimator):
         cv: int = _D.cv, n_jobs: int | None = -1,
         random_state: int | np.random.RandomState | None = 0, degree: int = _D.degree,
         n_bootstrap: int = _D.n_bootstrap, diagnostics: bool = False,
+        trim: float | None = _D.trim, clip: float | None = _D.clip,
     ) -> None:
         self.design = design
         self.propensity = propensity
@@ -193,6 +164,8 @@ class EffectModel(BaseEstimator):
         self.degree = degree
         self.n_bootstrap = n_bootstrap
         self.diagnostics = diagnostics
+        self.trim = trim
+        self.clip = clip
 
     def _check_settings(self) -> None:
         cate_methods.check_method(self.method)  # lists the valid names
@@ -211,25 +184,45 @@ class EffectModel(BaseEstimator):
             )
 
     def _design_matrix(self, features: Any, covariates: Any, n_units: int | None) -> NDArray[np.float64]:
-        """Scale, reduce and join features and covariates; learns the transform when fitting."""
+        """Scale, reduce and join features and covariates; learns the transform when fitting.
+
+        ``features=None`` is the image-free baseline: the covariates alone are ``X``.
+        """
         fitting = n_units is not None
-        F, names = as_matrix(features, "features", n_units)
-        if fitting:
-            self.n_features_in_, self.feature_names_in_ = F.shape[1], names
-            self.scaler_ = StandardScaler().fit(F)
-            self.pca_ = None
-            if self.n_components is not None and F.shape[1] > self.n_components:
-                if self.n_components > F.shape[0]:
-                    raise EstimationError(
-                        f"n_components={self.n_components} exceeds the {F.shape[0]} units; "
-                        "lower it or set n_components=None."
-                    )
-                pca = PCA(self.n_components, random_state=self.random_state)
-                self.pca_ = pca.fit(self.scaler_.transform(F))
+        if features is None:
+            if covariates is None:
+                raise EstimationError("give features, covariates or both; got neither. An "
+                                      "image-free baseline needs covariates=.")
+            X = None
+            if fitting:
+                self.n_features_in_, self.feature_names_in_ = 0, None
+                self.scaler_, self.pca_ = None, None
+            elif self.n_features_in_:
+                raise EstimationError(
+                    f"the model was fitted on {self.n_features_in_} image features; pass them "
+                    "for these units too.")
         else:
-            _check_columns("features", F.shape[1], names, self.n_features_in_, self.feature_names_in_)
-        X = self.scaler_.transform(F)
-        X = X if self.pca_ is None else self.pca_.transform(X)
+            F, names = as_matrix(features, "features", n_units)
+            if fitting:
+                self.n_features_in_, self.feature_names_in_ = F.shape[1], names
+                self.scaler_ = StandardScaler().fit(F)
+                self.pca_ = None
+                if self.n_components is not None and F.shape[1] > self.n_components:
+                    if self.n_components > F.shape[0]:
+                        raise EstimationError(
+                            f"n_components={self.n_components} exceeds the {F.shape[0]} units; "
+                            "lower it or set n_components=None."
+                        )
+                    pca = PCA(self.n_components, random_state=self.random_state)
+                    self.pca_ = pca.fit(self.scaler_.transform(F))
+            else:
+                if not self.n_features_in_:
+                    raise EstimationError("the model was fitted on covariates alone; pass "
+                                          "features=None.")
+                _check_columns("features", F.shape[1], names, self.n_features_in_, self.feature_names_in_)
+            X = self.scaler_.transform(F)
+            X = X if self.pca_ is None else self.pca_.transform(X)
+            n_units = F.shape[0]
         if fitting:
             self.n_covariates_, self.covariate_names_ = 0, None
         if covariates is None:
@@ -239,86 +232,117 @@ class EffectModel(BaseEstimator):
                     "covariates for these units."
                 )
             return X
-        C, names = as_matrix(covariates, "covariates", F.shape[0], reference="features")
+        C, names = as_matrix(covariates, "covariates", n_units,
+                             reference="features" if X is not None else "treatment")
         if fitting:
             self.n_covariates_, self.covariate_names_ = C.shape[1], names
         else:
             _check_columns("covariates", C.shape[1], names, self.n_covariates_, self.covariate_names_)
-        return np.hstack([X, C])
+        return C if X is None else np.hstack([X, C])
 
     def fit(
-        self, features: ArrayLike, treatment: ArrayLike, outcome: ArrayLike, *,
+        self, features: ArrayLike | None, treatment: ArrayLike, outcome: ArrayLike, *,
         covariates: ArrayLike | None = None, groups: ArrayLike | None = None,
+        groups_name: str = "groups",
     ) -> EffectModel:
-        """Fit the nuisance models with cross-fitting, then the causal forest.
+        """Trim (or clip) on out-of-fold propensities, then fit the learner with cross-fitting.
 
         Parameters
         ----------
-        features : array-like or DataFrame of shape (n_units, n_features)
-            Image features; a frame's column names are kept and checked at prediction.
+        features : array-like or DataFrame of shape (n_units, n_features), or None
+            Image features; a frame's column names are kept and checked at prediction. None
+            fits on ``covariates`` alone (the image-free baseline).
         treatment : array-like of shape (n_units,)
             0/1 treatment.
         outcome : array-like of shape (n_units,)
         covariates : array-like or DataFrame of shape (n_units, n_covariates), default=None
             Tabular covariates, used as given.
         groups : array-like of shape (n_units,), default=None
-            Cluster labels (villages, tiles, :func:`models.crossfit.spatial_blocks`); a group's
-            units share a cross-fitting fold. The ATE's error is clustered only when it comes
-            from AIPW (``ate_source="aipw"``); econml's own intervals treat units as
-            independent, so use :func:`models.ate.estimate_ate` for cluster-robust ATEs.
+            Cluster labels (villages, image keys, :func:`models.crossfit.spatial_blocks`): a
+            group's units share a cross-fitting fold, and the headline ATE's error is
+            cluster-robust (``estimates_.variance`` says so).
+        groups_name : str, default="groups"
+            The column the labels came from, named in messages and in ``variance``.
 
         Raises
         ------
         EstimationError
             For invalid settings or inputs: lengths that differ, non-binary or constant
-            treatment, NaN or infinite values, too few units in an arm.
+            treatment, NaN or infinite values, too few units in an arm, NaN or empty group
+            labels, a single cluster, a trim that removes an arm, no overlap.
         """
         self._check_settings()
-        t, y = check_treatment_outcome(treatment, outcome)
-        X = self._design_matrix(features, covariates, t.size)
-        groups = None if groups is None else np.asarray(groups)
-        if groups is not None and (groups.shape != t.shape or np.unique(groups).size < self.cv):
+        t_all, y_all = check_treatment_outcome(treatment, outcome)
+        X_all = self._design_matrix(features, covariates, t_all.size)
+        g_all = check_groups(groups, groups_name, t_all.size, treatment=t_all)
+        if g_all is not None and np.unique(g_all).size < self.cv:
             raise EstimationError(
-                f"groups must give one label per unit ({t.size}) and at least cv={self.cv} distinct "
-                f"labels; got shape {groups.shape} with {np.unique(groups).size} labels."
+                f"{groups_name} has {np.unique(g_all).size} distinct labels, fewer than cv={self.cv} "
+                "folds; use a smaller cv or finer groups."
             )
-        n_arm = int(min(t.sum(), t.size - t.sum()))
+        n_arm = int(min(t_all.sum(), t_all.size - t_all.sum()))
         if n_arm < 2 * self.cv:
             raise EstimationError(
                 f"the smaller arm has {n_arm} units, too few for {self.cv}-fold cross-fitting; "
                 f"it needs at least {2 * self.cv} treated and {2 * self.cv} control units."
             )
-        known = t.mean() if self.propensity is None else self.propensity
+        known = t_all.mean() if self.propensity is None else self.propensity
         propensity = float(known) if self.design == "rct" else None
-        self.estimator_ = cate_methods.fit_cate(self.method, self, X, t, y, groups, propensity)
+        plan = plan_overlap(X_all, t_all, design=self.design, trim=self.trim, clip=self.clip,
+                            cv=self.cv, groups=g_all, random_state=_seed(self.random_state),
+                            min_arm=2 * self.cv)
+        keep = plan.keep
+        X, t, y = X_all[keep], t_all[keep], y_all[keep]
+        g = None if g_all is None else g_all[keep]
+        if g is not None and np.unique(g).size < self.cv:
+            raise EstimationError(
+                f"after trimming, {groups_name} has {np.unique(g).size} distinct labels, fewer than "
+                f"cv={self.cv}; lower trim or use finer groups.")
+        self.estimator_ = cate_methods.fit_cate(self.method, self, X, t, y, g, propensity)
         self.versions_ = _versions()
-        self.estimates_ = self._summarise(X, t, y, groups, propensity)
+        self.estimates_ = self._summarise(X_all, X, t, y, g, propensity, plan, groups_name)
         est = self.estimates_
         logger.info("%s, %d units: ATE %.4g [%.4g, %.4g]", self.method, t.size, est.ate, est.ate_lo, est.ate_hi)
         return self
 
-    def _summarise(self, X: NDArray[Any], t: NDArray[Any], y: NDArray[Any], groups: NDArray[Any] | None,
-                   propensity: float | None) -> EffectEstimates:
+    def _summarise(self, X_all: NDArray[Any], X: NDArray[Any], t: NDArray[Any], y: NDArray[Any],
+                   groups: NDArray[Any] | None, propensity: float | None, plan: Any,
+                   groups_name: str) -> EffectEstimates:
         est, spec = self.estimator_, cate_methods.check_method(self.method)
-        own = cate_methods.cate_ate(est, self.method, X)
-        diagnostics: dict[str, Any] = {}
-        if own is None or self.diagnostics:
-            diagnostics, dr_ate = _crossfit_diagnostics(self, X, t, y, groups, propensity)
-            ate, se = own if own is not None else dr_ate
-        else:
-            ate, se = own
-        cate, lo, hi = cate_methods.predict_cate(est, self.method, self, X)
+        nu, diagnostics = nuisance_diagnostics(X, t, y, groups=groups, propensity=propensity, overlap=plan.overlap,
+                                               cv=self.cv, clip=self.clip, random_state=_seed(self.random_state))
+        scores = dml_dr_scores(est, self.method, X, t) if spec.ate_source != "aipw" else None
+        source = spec.ate_source
+        if scores is None:
+            scores, source = nu.dr_scores(t, y, clip=self.clip or 0.0), "aipw"
+        ate, se = headline_ate(scores, groups)
+        if not self.diagnostics:
+            diagnostics = {"aipw": diagnostics["aipw"]}
+        cate, lo, hi = cate_methods.predict_cate(est, self.method, self, X_all)
+        held = heldout_cate(est, self.method, X)
+        held = np.ravel(est.effect(X)) if held is None else held
+        calibrated = calibrated_cate_intervals(cate, lo, hi, held, nu.mu1 - nu.mu0)
+        self.cate_bias_bound_ = calibrated.bias_bound
         has_interval = cate_methods.has_intervals(self.method, self)
-        scores = cate_methods.nuisance_scores(est, self.method, self.design)
-        if scores["outcome_r2"] is None and diagnostics:  # metalearners: no econml first stage
-            scores["outcome_r2"] = diagnostics["nuisance_scores"]["outcome_r2"]
+        scores_ = cate_methods.nuisance_scores(est, self.method, self.design)
+        if scores_["outcome_r2"] is None:  # metalearners: no econml first stage
+            scores_["outcome_r2"] = nu.scores["outcome_r2"]
+        sensitivity = None
+        if self.design == "observational":
+            from eocausal.models.effects.sensitivity import sensitivity_bounds
+
+            sensitivity = sensitivity_bounds(est, self.method)
         return EffectEstimates(
             ate=ate, ate_lo=ate - _Z95 * se, ate_hi=ate + _Z95 * se, ate_se=se,
             method=self.method, design=self.design, n_used=int(t.size),
             cate=cate, cate_lo=lo, cate_hi=hi,
             naive=difference_in_means(t, y), propensity_used=propensity,
-            nuisance_scores=scores, model=self, ate_source=spec.ate_source,
+            nuisance_scores=scores_, model=self, ate_source=source,
             cate_interval=spec.interval if has_interval else "none", diagnostics=diagnostics,
+            estimand=plan.estimand, variance=variance_label(groups, groups_name),
+            trimming=plan.trimming, overlap=plan.overlap, used=plan.keep.copy(),
+            cate_lo_calibrated=calibrated.lo, cate_hi_calibrated=calibrated.hi,
+            calibration=calibrated.summary(), sensitivity=sensitivity,
         )
 
     def transform(self, features: ArrayLike, covariates: ArrayLike | None = None) -> NDArray[np.float64]:
@@ -331,13 +355,16 @@ class EffectModel(BaseEstimator):
         return self._design_matrix(features, covariates, None)
 
     def predict_cate(
-        self, features: ArrayLike, covariates: ArrayLike | None = None, *, alpha: float = 0.05
+        self, features: ArrayLike | None, covariates: ArrayLike | None = None, *,
+        alpha: float = 0.05, calibrated: bool = False,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         """Effects and intervals at units or grid cells, in the trial or outside it.
 
         ``features`` (n_cells, n_features) come from the same encoder and settings as in
         ``fit``; ``covariates`` are required exactly when the fit had them; ``alpha`` is one
-        minus the intervals' coverage. Returns ``cate, lo, hi``, each of shape (n_cells,).
+        minus the intervals' coverage; ``calibrated`` widens the learner's intervals with the
+        bias bound learned in ``fit`` (:mod:`models.effects.intervals`). Returns ``cate, lo,
+        hi``, each of shape (n_cells,).
 
         Raises
         ------
@@ -346,7 +373,18 @@ class EffectModel(BaseEstimator):
         """
         check_is_fitted(self, "estimator_")
         X = self._design_matrix(features, covariates, None)
-        return cate_methods.predict_cate(self.estimator_, self.method, self, X, alpha=alpha)
+        cate, lo, hi = cate_methods.predict_cate(self.estimator_, self.method, self, X, alpha=alpha)
+        if not calibrated:
+            return cate, lo, hi
+        from eocausal.models.effects.intervals import bias_aware_critical_value
+
+        z = float(stats.norm.ppf(1 - alpha / 2))
+        se = (hi - lo) / (2 * z)
+        if np.isfinite(se).all():
+            half = bias_aware_critical_value(self.cate_bias_bound_ / np.maximum(se, 1e-12), alpha) * se
+        else:
+            half = np.full(cate.shape, z * self.estimates_.calibration["heldout_rmse"])
+        return cate, cate - half, cate + half
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model with joblib, with its settings and package versions.
@@ -384,34 +422,12 @@ class EffectModel(BaseEstimator):
         return payload["model"]
 
 
-def _crossfit_diagnostics(
-    settings: EffectModel, X: NDArray[np.float64], t: NDArray[np.int64], y: NDArray[np.float64],
-    groups: NDArray[Any] | None, propensity: float | None,
-) -> tuple[dict[str, Any], tuple[float, float]]:
-    """Cross-fitted nuisances on grouped folds: JSON-ready diagnostics and the AIPW ATE."""
-    from eocausal.models.effects.ate import aipw
-    from eocausal.models.effects.crossfit import crossfit_nuisances, make_folds
-    from eocausal.models.effects.diagnostics import check_overlap, covariate_balance
-
-    rs = settings.random_state
-    seed = rs if rs is None or isinstance(rs, Integral) else int(np.random.RandomState(rs).randint(2**31))
-    folds = make_folds(t, cv=settings.cv, groups=groups, random_state=seed)
-    nu = crossfit_nuisances(X, t, y, folds=folds, propensity=propensity, random_state=seed)
-    overlap = check_overlap(t, nu.e) if propensity is None else None
-    balance = covariate_balance(X, t, None if propensity is not None else nu.e)
-    result = aipw(nu.dr_scores(t, y), clusters=groups)
-    smd = np.abs(balance.to_numpy(dtype=float))
-    diagnostics = {
-        "nuisance_scores": dict(nu.scores), "overlap": overlap,
-        "max_abs_smd_before": float(np.nanmax(smd[:, 0])) if np.isfinite(smd[:, 0]).any() else None,
-        "max_abs_smd_after": float(np.nanmax(smd[:, 1])) if np.isfinite(smd[:, 1]).any() else None,
-        "aipw": {"ate": result.estimate, "se": result.se},
-    }
-    return diagnostics, (result.estimate, result.se)
+def _seed(rs: Any) -> int | None:
+    return rs if rs is None or isinstance(rs, Integral) else int(np.random.RandomState(rs).randint(2**31))
 
 
 def estimate_effects(
-    features: ArrayLike, treatment: ArrayLike, outcome: ArrayLike, *,
+    features: ArrayLike | None, treatment: ArrayLike, outcome: ArrayLike, *,
     covariates: ArrayLike | None = None, design: str = _D.design,
     propensity: float | None = _D.propensity,
     method: str = _D.method, n_components: int | None = _D.n_components,
@@ -419,11 +435,13 @@ def estimate_effects(
     cv: int = _D.cv, groups: ArrayLike | None = None, n_jobs: int | None = -1,
     random_state: int | np.random.RandomState | None = 0, degree: int = _D.degree,
     n_bootstrap: int = _D.n_bootstrap, diagnostics: bool = False,
+    trim: float | None = _D.trim, clip: float | None = _D.clip, groups_name: str = "groups",
 ) -> EffectEstimates:
     """Estimate the ATE and per-unit effects of a binary treatment from image features.
 
     The estimate stage as a plain function; the parameters are those of
-    :class:`EffectModel` and :meth:`EffectModel.fit`.
+    :class:`EffectModel` and :meth:`EffectModel.fit`. ``features=None`` with ``covariates``
+    is the image-free baseline.
 
     Returns
     -------
@@ -440,5 +458,7 @@ def estimate_effects(
         design=design, propensity=propensity, method=method, n_components=n_components,
         n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv=cv, n_jobs=n_jobs,
         random_state=random_state, degree=degree, n_bootstrap=n_bootstrap, diagnostics=diagnostics,
+        trim=trim, clip=clip,
     )
-    return model.fit(features, treatment, outcome, covariates=covariates, groups=groups).estimates_
+    return model.fit(features, treatment, outcome, covariates=covariates, groups=groups,
+                     groups_name=groups_name).estimates_

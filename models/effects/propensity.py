@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from eocausal.errors import EstimationError
 
-__all__ = ["KnownPropensity", "make_propensity_model"]
+__all__ = ["ClippedPropensity", "KnownPropensity", "make_propensity_model"]
 
 
 class KnownPropensity(ClassifierMixin, BaseEstimator):
@@ -90,6 +90,51 @@ class KnownPropensity(ClassifierMixin, BaseEstimator):
         """Return the more likely class for every row (the same class for all)."""
         proba = self.predict_proba(X)
         return self.classes_[(proba[:, 1] >= 0.5).astype(int)]
+
+
+class ClippedPropensity(ClassifierMixin, BaseEstimator):
+    """A treatment classifier whose probabilities are bounded to ``[clip, 1 - clip]``.
+
+    Hands econml's learners (the causal forest has no ``min_propensity``) a propensity that
+    never reaches 0 or 1, so no unit gets a weight above ``1 / clip``: the ``clip`` rule of
+    :class:`~models.effects.settings.EffectSettings` applied inside every learner.
+
+    Parameters
+    ----------
+    estimator : classifier
+        Cloned and fitted in ``fit``.
+    clip : float, default=0.01
+        In (0, 0.5).
+
+    Attributes
+    ----------
+    estimator_ : the fitted classifier
+    classes_ : ndarray of shape (2,)
+    """
+
+    def __init__(self, estimator: Any = None, clip: float = 0.01) -> None:
+        self.estimator = estimator
+        self.clip = clip
+
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> ClippedPropensity:
+        """Fit a clone of ``estimator`` (gradient boosting when None); returns self."""
+        if not isinstance(self.clip, Real) or not 0.0 < float(self.clip) < 0.5:
+            raise EstimationError(f"clip must be a float in (0, 0.5), such as 0.01; got {self.clip!r}.")
+        base = make_propensity_model() if self.estimator is None else self.estimator
+        kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
+        self.estimator_ = clone(base).fit(X, y, **kwargs)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
+        """The fitted probabilities, bounded to ``[clip, 1 - clip]``."""
+        check_is_fitted(self)
+        p1 = np.clip(self.estimator_.predict_proba(X)[:, 1], self.clip, 1 - self.clip)
+        return np.column_stack([1 - p1, p1])
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """The more likely class of each row."""
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
 def make_propensity_model(

@@ -43,6 +43,16 @@ class EffectSettings(BaseModel):
         1, ge=1, le=3, description="Polynomial degree of the linear learners' featurizer.")
     n_bootstrap: int = Field(
         0, ge=0, description="Bootstrap refits for the metalearners' per-unit intervals.")
+    trim: float | None = Field(
+        0.05, gt=0.0, lt=0.5,
+        description="Observational designs: drop units whose cross-fitted propensity lies outside "
+                    "[trim, 1 - trim] before any learner is fitted; the estimand becomes the ATE "
+                    "on the trimmed population (Crump et al. 2009). None keeps every unit.")
+    clip: float | None = Field(
+        None, gt=0.0, lt=0.5,
+        description="Bound propensities to [clip, 1 - clip] in every learner instead of dropping "
+                    "units; the estimate is then a weighted effect, labelled as such. A clip "
+                    "turns trimming off (clip keeps every unit).")
 
 
 DEFAULT_SETTINGS = EffectSettings()

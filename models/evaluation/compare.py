@@ -11,16 +11,17 @@ priorities, and :func:`compare_methods` lines methods up in one table.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from eocausal.models.effects import cate as cate_methods
-from eocausal.models.effects.checks import check_treatment_outcome
+from eocausal.models.effects.checks import check_groups, check_treatment_outcome
 from eocausal.models.effects.crossfit import Folds, crossfit_nuisances, make_folds
 from eocausal.models.effects.estimate import EffectModel
+from eocausal.models.effects.overlap import plan_overlap
 from eocausal.models.effects.settings import DEFAULT_SETTINGS as _D
 from eocausal.models.evaluation.calibration import BlpResult, GatesResult, blp_test, gates
 from eocausal.models.evaluation.rate import DEFAULT_Q, RateResult, rank_average_treatment_effect
@@ -29,7 +30,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from eocausal.errors import EstimationError
 
-__all__ = ["HeterogeneityReport", "compare_methods", "crossfit_cate", "evaluate_heterogeneity"]
+__all__ = ["HeterogeneityReport", "compare_methods", "crossfit_cate", "evaluate_heterogeneity",
+           "judge_priorities"]
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
@@ -41,7 +43,9 @@ class HeterogeneityReport:
 
     ``priorities``: out-of-fold CATE of every unit; ``dr_scores``: cross-fitted AIPW scores;
     ``autoc``, ``qini``: :class:`~models.rate.RateResult`; ``blp``, ``gates``: calibration;
-    ``nuisance_scores``: out-of-fold scores of the nuisance models.
+    ``nuisance_scores``: out-of-fold scores of the nuisance models; ``used``: mask of the
+    input units evaluated (after trimming); ``folds``: the folds over those units;
+    ``variance``: what the RATE and the BLP/GATES errors rest on (clustered with groups).
     """
 
     method: str
@@ -52,6 +56,9 @@ class HeterogeneityReport:
     blp: BlpResult | None
     gates: GatesResult | None
     nuisance_scores: dict[str, float | None]
+    used: NDArray[np.bool_] | None = None
+    folds: Folds | None = None
+    variance: dict[str, str] | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain values for ``summary.json``."""
@@ -63,7 +70,7 @@ class HeterogeneityReport:
                 "gates": None if self.gates is None else {
                     "table": self.gates.table.to_dict(orient="list"),
                     "difference": self.gates.difference},
-                "nuisance_scores": self.nuisance_scores}
+                "nuisance_scores": self.nuisance_scores, "variance": self.variance}
 
 
 def _seed(random_state: Any) -> int | None:
@@ -91,17 +98,24 @@ def crossfit_cate(
 
 
 def _prepare(settings: EffectModel, features: ArrayLike, treatment: ArrayLike, outcome: ArrayLike,
-             covariates: ArrayLike | None, groups: ArrayLike | None) -> tuple[Any, ...]:
+             covariates: ArrayLike | None, groups: ArrayLike | None,
+             groups_name: str = "groups") -> tuple[Any, ...]:
+    """Design matrix, trimmed as in the fit, with grouped folds and cross-fitted nuisances."""
     settings._check_settings()
     t, y = check_treatment_outcome(treatment, outcome)
     X = settings._design_matrix(features, covariates, t.size)
-    g = None if groups is None else np.asarray(groups)
+    g = check_groups(groups, groups_name, t.size, treatment=t)
+    plan = plan_overlap(X, t, design=settings.design, trim=settings.trim, clip=settings.clip,
+                        cv=settings.cv, groups=g, random_state=_seed(settings.random_state),
+                        check=False, min_arm=2 * settings.cv)
+    X, t, y = X[plan.keep], t[plan.keep], y[plan.keep]
+    g = None if g is None else g[plan.keep]
     known = None
     if settings.design == "rct":
         known = float(t.mean()) if settings.propensity is None else float(settings.propensity)
     folds = make_folds(t, cv=settings.cv, groups=g, random_state=_seed(settings.random_state))
     nu = crossfit_nuisances(X, t, y, folds=folds, propensity=known, random_state=_seed(settings.random_state))
-    return t, y, X, g, known, folds, nu
+    return t, y, X, g, known, folds, nu, settings.clip or 0.0, plan.keep
 
 
 def _judge(method: str, priorities: NDArray[np.float64], scores: NDArray[np.float64],
@@ -125,7 +139,8 @@ def evaluate_heterogeneity(
     n_components: int | None = _D.n_components, n_estimators: int = _D.n_estimators,
     min_samples_leaf: int = _D.min_samples_leaf,
     degree: int = 1, n_bootstrap: int = 200, n_groups: int = 5, q: ArrayLike = DEFAULT_Q,
-    n_jobs: int | None = -1, random_state: int | None = 0,
+    n_jobs: int | None = -1, random_state: int | None = 0, trim: float | None = _D.trim,
+    clip: float | None = _D.clip, groups_name: str = "groups",
 ) -> HeterogeneityReport:
     """RATE (AUTOC, Qini), BLP and GATES of ``method``'s held-out CATE on one study.
 
@@ -133,7 +148,10 @@ def evaluate_heterogeneity(
     unsupervised, so fitting it on every unit leaks no outcome). ``cv`` folds (grouped by
     ``groups``) give both the out-of-fold priorities and the cross-fitted AIPW scores; the
     method's own nuisance cross-fitting runs inside each training split. ``n_bootstrap`` is
-    the number of half-sample replicates of the RATE errors (clustered by ``groups``).
+    the number of half-sample replicates of the RATE errors (clustered by ``groups``, as are
+    the BLP and GATES errors). Observational designs are trimmed (or clipped) first, as in
+    :class:`~models.effects.estimate.EffectModel`, so every metric is on the fitted population.
+    ``features=None`` evaluates the covariates alone.
 
     Returns
     -------
@@ -147,11 +165,42 @@ def evaluate_heterogeneity(
     settings = EffectModel(design=design, propensity=propensity, method=method,
                            n_components=n_components, n_estimators=n_estimators,
                            min_samples_leaf=min_samples_leaf, cv=cv, n_jobs=n_jobs,
-                           random_state=random_state, degree=degree)
-    t, y, X, g, known, folds, nu = _prepare(settings, features, treatment, outcome, covariates, groups)
+                           random_state=random_state, degree=degree, trim=trim, clip=clip)
+    t, y, X, g, known, folds, nu, clip, keep = _prepare(settings, features, treatment, outcome,
+                                                        covariates, groups, groups_name)
     priorities = crossfit_cate(method, settings, X, t, y, folds=folds, groups=g, propensity=known)
-    return _judge(method, priorities, nu.dr_scores(t, y), g, dict(nu.scores),
-                  n_bootstrap=n_bootstrap, n_groups=n_groups, q=q, random_state=random_state)
+    report = _judge(method, priorities, nu.dr_scores(t, y, clip=clip), g, dict(nu.scores),
+                    n_bootstrap=n_bootstrap, n_groups=n_groups, q=q, random_state=random_state)
+    return replace(report, used=keep, folds=folds, variance=_variance(g, groups_name))
+
+
+def _variance(groups: NDArray[Any] | None, name: str) -> dict[str, str]:
+    if groups is None:
+        return {"rate": "half-sample bootstrap over units", "blp_gates": "heteroskedasticity-robust (HC1)"}
+    n = np.unique(groups).size
+    return {"rate": f"half-sample bootstrap over {n} clusters ({name})",
+            "blp_gates": f"cluster-robust (CR1), {n} clusters ({name})"}
+
+
+def judge_priorities(
+    method: str, priorities: ArrayLike, reference: HeterogeneityReport, *,
+    groups: ArrayLike | None = None, n_bootstrap: int = 200, n_groups: int = 5,
+    q: ArrayLike = DEFAULT_Q, random_state: int | None = 0,
+) -> HeterogeneityReport:
+    """RATE, BLP and GATES of other held-out priorities against ``reference``'s scores.
+
+    ``priorities`` are for ``reference``'s units (its ``used`` mask, in order) and must be
+    out-of-fold on its ``folds``; ``groups`` are those units' cluster labels. Lets several
+    models (feature sets, learners) be judged by one set of doubly robust scores.
+    """
+    p = np.asarray(priorities, dtype=float)
+    if p.shape != reference.dr_scores.shape:
+        raise EstimationError(f"priorities have shape {p.shape}; the reference scores "
+                              f"{reference.dr_scores.shape}. Predict the reference's units.")
+    g = None if groups is None else np.asarray(groups)
+    report = _judge(method, p, reference.dr_scores, g, dict(reference.nuisance_scores),
+                    n_bootstrap=n_bootstrap, n_groups=n_groups, q=q, random_state=random_state)
+    return replace(report, used=reference.used, folds=reference.folds, variance=reference.variance)
 
 
 def compare_methods(
@@ -162,7 +211,8 @@ def compare_methods(
     n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
     degree: int = _D.degree, n_bootstrap: int = 200,
     evaluate: bool = True, true_cate: ArrayLike | None = None, n_jobs: int | None = -1,
-    random_state: int | None = 0,
+    random_state: int | None = 0, trim: float | None = _D.trim, clip: float | None = _D.clip,
+    groups_name: str = "groups",
 ) -> pd.DataFrame:
     """One row per method: ATE with interval, RATE (AUTOC, Qini) and calibration slope.
 
@@ -189,26 +239,29 @@ def compare_methods(
         cate_methods.check_method(m)
     common = dict(design=design, propensity=propensity, n_components=n_components,
                   n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv=cv,
-                  n_jobs=n_jobs, random_state=random_state, degree=degree)
+                  n_jobs=n_jobs, random_state=random_state, degree=degree, trim=trim, clip=clip)
     prepared = None
     rows = []
     for method in methods:
         settings = EffectModel(method=method, **common)
-        fit = settings.fit(features, treatment, outcome, covariates=covariates, groups=groups).estimates_
+        fit = settings.fit(features, treatment, outcome, covariates=covariates, groups=groups,
+                           groups_name=groups_name).estimates_
         row: dict[str, Any] = {"method": method, "ate": fit.ate, "ate_lo": fit.ate_lo,
                                "ate_hi": fit.ate_hi, "ate_se": fit.ate_se,
-                               "ate_source": fit.ate_source, "cate_interval": fit.cate_interval}
+                               "ate_source": fit.ate_source, "cate_interval": fit.cate_interval,
+                               "estimand": fit.estimand, "variance": fit.variance}
         if true_cate is not None:
             truth = np.asarray(true_cate, dtype=float)
-            m = compare_with_truth(fit, float(truth.mean()), truth)
+            m = compare_with_truth(fit, float(truth[fit.used].mean()), truth)
             row.update(ate_error=m["ate_error"], covers=m["interval_covers_truth"],
                        root_pehe=m["root_pehe"], spearman=m["spearman_cate"])
         if evaluate:
             if prepared is None:
-                prepared = _prepare(settings, features, treatment, outcome, covariates, groups)
-            t, y, X, g, known, folds, nu = prepared
+                prepared = _prepare(settings, features, treatment, outcome, covariates, groups,
+                                    groups_name)
+            t, y, X, g, known, folds, nu, clip, _ = prepared
             priorities = crossfit_cate(method, settings, X, t, y, folds=folds, groups=g, propensity=known)
-            report = _judge(method, priorities, nu.dr_scores(t, y), g, dict(nu.scores),
+            report = _judge(method, priorities, nu.dr_scores(t, y, clip=clip), g, dict(nu.scores),
                             n_bootstrap=n_bootstrap, n_groups=5, q=DEFAULT_Q, random_state=random_state)
             row.update(autoc=report.autoc.estimate, autoc_se=report.autoc.se,
                        qini=report.qini.estimate, qini_se=report.qini.se,

@@ -16,7 +16,8 @@ from eocausal.models.evaluation.rate import RateResult
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["plot_calibration", "plot_gates", "plot_overlap", "plot_toc"]
+__all__ = ["plot_calibration", "plot_feature_sets", "plot_gates", "plot_overlap",
+           "plot_sensitivity_contour", "plot_toc"]
 
 _Z95 = 1.959964
 
@@ -93,6 +94,53 @@ def plot_overlap(summary: Mapping[str, Any], *, ax: Axes | None = None) -> Figur
     ax.set_xlabel("estimated propensity")
     ax.set_ylabel("share of arm")
     ax.legend(fontsize="small")
+    return fig
+
+
+def plot_feature_sets(table: Any) -> Figure:
+    """ATE, AUTOC and Qini with 95% intervals for each feature set (rows of ``table``).
+
+    ``table`` is :attr:`models.evaluation.baselines.FeatureSetComparison.table`: index the
+    feature set, columns ``ate``/``ate_se``, ``autoc``/``autoc_se``, ``qini``/``qini_se``.
+    """
+    fig = Figure(figsize=(9.0, 3.0), layout="constrained")
+    names = [str(i) for i in table.index]
+    ypos = np.arange(len(names))
+    for k, (col, title) in enumerate((("ate", "ATE"), ("autoc", "RATE (AUTOC)"), ("qini", "RATE (Qini)"))):
+        ax = fig.add_subplot(1, 3, k + 1)
+        est = table[col].to_numpy(dtype=float)
+        se = table[col + "_se"].to_numpy(dtype=float)
+        ax.errorbar(est, ypos, xerr=_Z95 * se, fmt="o", color="tab:blue", capsize=3)
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_yticks(ypos, names if k == 0 else [""] * len(names))
+        ax.set_title(title, fontsize="medium")
+        ax.invert_yaxis()
+    return fig
+
+
+def plot_sensitivity_contour(c_values: Any, lower: Any, *, estimate: float | None = None,
+                             robustness_value: float | None = None, ax: Axes | None = None) -> Figure:
+    """Contours of the interval's lower end over hidden-confounder strengths ``(c_t, c_y)``.
+
+    ``c_values``, ``lower`` from :func:`models.effects.sensitivity.sensitivity_grid`; the
+    thick red line is where the interval first reaches zero; the diagonal point marks the
+    robustness value (equal strength in outcome and treatment).
+    """
+    fig, ax = _axes(ax, (5.0, 4.2))
+    c = np.asarray(c_values, dtype=float)
+    Z = np.asarray(lower, dtype=float)
+    cs = ax.contour(c, c, Z, levels=10, colors="tab:blue", linewidths=0.8)
+    ax.clabel(cs, fontsize="x-small", fmt="%.3g")
+    if np.nanmin(Z) < 0 < np.nanmax(Z):
+        ax.contour(c, c, Z, levels=[0.0], colors="tab:red", linewidths=2.0)
+    if robustness_value is not None and 0 < robustness_value <= c.max():
+        ax.plot([robustness_value], [robustness_value], "o", color="tab:red",
+                label=f"robustness value {robustness_value:.3f}")
+        ax.legend(fontsize="small", loc="upper right")
+    ax.set_xlabel("confounding of treatment, c_t")
+    ax.set_ylabel("confounding of outcome, c_y")
+    title = "lower end of the 95% interval"
+    ax.set_title(title if estimate is None else f"{title} (estimate {estimate:.4g})", fontsize="medium")
     return fig
 
 

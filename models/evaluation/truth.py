@@ -53,7 +53,9 @@ def compare_with_truth(
         ``ate_error`` (estimate minus truth), ``abs_ate_error``, ``interval_covers_truth``,
         ``spearman_cate``, ``pearson_cate``, ``root_pehe`` (root mean squared CATE error),
         ``naive_ate_error`` and ``bias_removed_fraction`` (``1 - |ate_error| / |naive
-        error|``, None when the naive error is zero). Plain floats, bools and None, ready for
+        error|``, None when the naive error is zero); with per-unit intervals also
+        ``cate_coverage``/``cate_mean_width`` and, for calibrated ones,
+        ``cate_coverage_calibrated``/``cate_mean_width_calibrated``. Plain floats, bools and None, ready for
         ``json.dump``.
 
     Raises
@@ -87,6 +89,13 @@ def compare_with_truth(
             metrics["spearman_cate"] = _num(stats.spearmanr(cate, truth).statistic)
             metrics["pearson_cate"] = _num(stats.pearsonr(cate, truth).statistic)
         metrics["root_pehe"] = float(np.sqrt(np.mean((cate - truth) ** 2)))
+        for suffix in ("", "_calibrated"):
+            lo, hi = _get(estimates, "cate_lo" + suffix), _get(estimates, "cate_hi" + suffix)
+            if lo is None or hi is None or not np.isfinite(np.asarray(lo, dtype=float)).all():
+                continue
+            lo, hi = np.asarray(lo, dtype=float).ravel(), np.asarray(hi, dtype=float).ravel()
+            metrics["cate_coverage" + suffix] = float(np.mean((lo <= truth) & (truth <= hi)))
+            metrics["cate_mean_width" + suffix] = float(np.mean(hi - lo))
     naive = _get(estimates, "naive")
     if naive is not None:
         naive_estimate = naive["estimate"] if isinstance(naive, Mapping) else naive

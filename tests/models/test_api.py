@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 MODULES = ["eocausal.models.effects.ate", "eocausal.models.evaluation.calibration", "eocausal.models.effects.cate", "eocausal.models.evaluation.compare", "eocausal.models.effects.crossfit",
-           "eocausal.models.effects.diagnostics", "eocausal.models.effects.estimate", "eocausal.models.effects.inputs", "eocausal.models.evaluation.plots", "eocausal.models.evaluation.rate"]
+           "eocausal.models.effects.diagnostics", "eocausal.models.effects.estimate", "eocausal.models.effects.inputs", "eocausal.models.evaluation.plots", "eocausal.models.evaluation.rate",
+           "eocausal.models.effects.intervals", "eocausal.models.effects.overlap",
+           "eocausal.models.effects.results", "eocausal.models.effects.sensitivity",
+           "eocausal.models.evaluation.baselines"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -287,7 +287,7 @@ BAD_INPUTS = {
     "n_estimators": (dict(settings={"n_estimators": 402}), "multiple of 4 .* got 402. Use 400"),
     "groups length": (
         dict(groups=np.zeros(5)),
-        r"groups must give one label per unit \(200\) .* got shape \(5,\) with 1 labels",
+        r"groups has 5 labels but there are 200 units; give one label per unit",
     ),
     "tiny arm": (
         dict(treatment=np.r_[np.ones(3), np.zeros(197)]),

@@ -60,7 +60,7 @@ def test_estimate_writes_the_run_directory(inputs) -> None:
     assert set(summary["figures"]) == {"toc", "qini", "gates", "calibration", "balance"}
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5 and "ATE by estimator" in page
-    assert "ATE (linear)" in result.output
+    assert "ATE (aipw)" in result.output  # dr_learner: AIPW headline, cluster-robust
 
 
 def test_missing_covariates_without_drop_flag_name_the_rows(inputs) -> None:
