@@ -180,7 +180,7 @@ def _table(units: pd.DataFrame, features: pd.DataFrame | None, *, id_column: str
     if group is not None:
         frame["group"] = groups
     return EstimationTable(frame, feature_cols, list(covariates), groups,
-                           crs=getattr(units, "crs", None))
+                           crs=getattr(units, "crs", None), groups_name=group or "groups")
 
 
 def estimate(units: pd.DataFrame, features: pd.DataFrame | None = None, *,
@@ -203,8 +203,7 @@ def estimate(units: pd.DataFrame, features: pd.DataFrame | None = None, *,
                    covariates=covariates, group=group)
     paths = RunPaths(Path(out))
     prepare_run_dir(paths)
-    result = estimate_table(table, EstimatorSection(**settings), paths, seed=seed,
-                            trim=settings.get("trim"))
+    result = estimate_table(table, EstimatorSection(**settings), paths, seed=seed)
     object.__setattr__(result, "table", table)
     return result
 

@@ -94,8 +94,6 @@ def _groups(table: pd.DataFrame, group_column: str | None, block_size: float | N
 @click.option("--panel-methods", default="mundlak,first_difference,within,pooled",
               show_default=True, help="Panel estimators, comma separated.")
 @settings_options(EffectSettings, exclude=("design",))
-@click.option("--trim", type=float, default=None,
-              help="Drop units with propensity outside [trim, 1 - trim] in the ATE table.")
 @click.option("--drop-missing", is_flag=True,
               help="Drop units with NaN treatment, outcome or covariates (count reported).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
@@ -106,7 +104,7 @@ def _groups(table: pd.DataFrame, group_column: str | None, block_size: float | N
 def estimate(units_path: Path, features_path: Path | None, out: Path, id_column: str,
              features_id: str | None, treatment_col: str, outcome_col: str, covariates: str,
              group_column: str | None, block_size: float | None, x_column: str, y_column: str,
-             trim: float | None, drop_missing: bool, evaluate: bool, n_bootstrap_rate: int,
+             drop_missing: bool, evaluate: bool, n_bootstrap_rate: int,
              seed: int, design: str, period_column: str | None, panel_methods: str,
              **settings: Any) -> None:
     """Estimate ATE and per-unit effects from units and image features into OUT."""
@@ -164,14 +162,15 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
         frame["group"] = groups
     crs = getattr(frame, "crs", None)
     data = EstimationTable(frame, feature_cols, covariate_cols, groups, crs=crs,
-                           n_dropped_missing=n_dropped)
+                           n_dropped_missing=n_dropped,
+                           groups_name=group_column or ("spatial blocks" if block_size else "groups"))
     paths = RunPaths(out)
     prepare_run_dir(paths)
     echo = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
     click.echo(f"  {len(frame)} units, {len(feature_cols)} features, "
                f"{len(covariate_cols)} covariates, method {estimator.method}", err=True)
     with RunLock(paths.lock, paths.lock_info, note=echo), as_stage("estimate"):
-        effects = estimate_table(data, estimator, paths, seed=seed, trim=trim, echo=echo,
+        effects = estimate_table(data, estimator, paths, seed=seed, echo=echo,
                                  source=f"'{units_path}'" + (f" with '{features_path}'"
                                                              if features_path else ""))
         evaluation = (evaluate_table(data, estimator, paths, n_bootstrap=n_bootstrap_rate,
@@ -199,8 +198,10 @@ def _write_summary(paths: Any, estimates: dict[str, Any], evaluation: Any, n_uni
 
     figures = {**estimates.get("figures", {}),
                **({} if evaluation is None else evaluation.summary.get("figures", {}))}
-    summary = json_ready({**estimates, "n_units": n_units, "n_skipped": 0,
-                          "heterogeneity": None if evaluation is None else evaluation.summary,
+    het = None if evaluation is None else evaluation.summary
+    summary = json_ready({**estimates, "n_units": n_units, "n_skipped": 0, "heterogeneity": het,
+                          "feature_sets": (het or {}).get("feature_sets"),
+                          "targeting": (het or {}).get("targeting"),
                           "figures": figures, "inputs": inputs})
     write_json(paths.summary, summary)
     write_report(paths, summary, title=f"eocausal estimate: {paths.root.name}")

@@ -80,16 +80,14 @@ class EncoderSection(_Section):
 class EstimatorSection(EffectSettings):
     """The effect model's settings: every field and default comes from EffectSettings."""
 
-    trim: float | None = Field(None, gt=0.0, lt=0.5,
-                               description="ATE table: drop units with propensity outside "
-                                           "[trim, 1 - trim]")
-
 
 class EvaluationSection(_Section):
     """Held-out heterogeneity checks of the CATE model (RATE, BLP, GATES)."""
 
     enabled: bool = True
     n_bootstrap: int = Field(200, ge=0, description="half-sample bootstrap replicates of RATE")
+    feature_sets: bool = Field(True, description="compare tabular-only, image-only and "
+                                                 "image+tabular models (needs covariates)")
 
 
 class PanelSection(PanelSettings):

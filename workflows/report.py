@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from eocausal.files import atomic_write_text
 from eocausal.workflows.paths import RunPaths
 
 __all__ = ["LABELS", "findings", "write_report"]
@@ -304,9 +305,28 @@ def write_report(paths: RunPaths | str | Path, summary: dict[str, Any] | None = 
         parts.append("<h2>Does the ranking find who gains most? (TOC, RATE, GATES)</h2>"
                      + _heterogeneity(summary["heterogeneity"]) + figs("toc", "qini", "gates",
                                                                        "calibration"))
-    for key, heading in (("clusters", "Image clusters and their effects"),
-                         ("sensitivity", "Sensitivity"),
-                         ("feature_sets", "Feature sets compared"), ("panel", "Panel")):
+    if summary.get("sensitivity"):
+        sens = dict(summary["sensitivity"])
+        sentence = sens.pop("sentence", None)
+        parts.append("<h2>How strong would a hidden confounder have to be?</h2>"
+                     + (f"<p>{html.escape(sentence)}</p>" if sentence else "")
+                     + _table({k: v for k, v in sens.items() if not isinstance(v, list | dict)})
+                     + figs("sensitivity"))
+    sets = (summary.get("feature_sets") or {}).get("feature_sets")
+    if sets:
+        parts.append("<h2>Images, tabular covariates, or both?</h2><p class='muted'>The same "
+                     "learner on covariates only, image features only, and both: ATE and the "
+                     "held-out ranking metrics, with standard errors.</p>"
+                     + _frame_table(pd.DataFrame(sets)) + figs("feature_sets"))
+    panel = summary.get("panel")
+    if panel:
+        rows = pd.DataFrame(list((panel.get("estimates") or {}).values()))
+        parts.append("<h2>Panel estimates</h2>" + _frame_table(rows))
+        if "biased" in rows and rows["biased"].fillna(False).astype(bool).any():
+            parts.append("<p>Pooled DML ignores the panel: it lies several standard errors "
+                         "from the correlated-random-effects (Mundlak) estimate, biased by the "
+                         "units' fixed local character.</p>")
+    for key, heading in (("clusters", "Image clusters and their effects"),):
         if summary.get(key):
             value = summary[key]
             body = _table(value) if isinstance(value, dict) else _fmt(value)
@@ -340,5 +360,5 @@ def write_report(paths: RunPaths | str | Path, summary: dict[str, Any] | None = 
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>"
             f"{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"{''.join(parts)}</body></html>")
-    paths.report.write_text(page)
+    atomic_write_text(paths.report, page)
     return paths.report

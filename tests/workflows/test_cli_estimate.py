@@ -51,15 +51,22 @@ def test_estimate_writes_the_run_directory(inputs) -> None:
     assert summary["heterogeneity"]["rate_autoc"]["n_bootstrap"] == 20
     effects = gpd.read_file(out / "effects.gpkg")
     assert list(effects.columns) == ["unit_id", "treatment", "outcome", "group", "cate", "cate_lo",
-                                     "cate_hi"]
+                                     "cate_hi", "cate_lo_calibrated", "cate_hi_calibrated",
+                                     "used"]
+    assert (effects["cate_lo_calibrated"] <= effects["cate_lo"] + 1e-9).all()
     assert len(effects) == 2075
     ate = pd.read_csv(out / "ate.csv", index_col="method")
     assert ate.loc["difference_in_means", "note"] == "cluster-robust"
     assert {p.name for p in (out / "figures").iterdir()} == {"toc.png", "qini.png", "gates.png",
-                                                             "calibration.png", "balance.png"}
-    assert set(summary["figures"]) == {"toc", "qini", "gates", "calibration", "balance"}
+                                                             "calibration.png", "balance.png",
+                                                             "feature_sets.png"}
+    assert set(summary["figures"]) == {"toc", "qini", "gates", "calibration", "balance",
+                                       "feature_sets"}
+    sets = summary["heterogeneity"]["feature_sets"]["feature_sets"]
+    assert [row["feature_set"] for row in sets] == ["tabular", "image", "image+tabular"]
+    assert "cluster-robust" in summary["variance"]
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5 and "ATE by estimator" in page
+    assert page.count("data:image/png;base64,") >= 6 and "Images, tabular covariates" in page
     assert "ATE (aipw)" in result.output  # dr_learner: AIPW headline, cluster-robust
 
 

@@ -72,6 +72,7 @@ class EstimationTable:
     groups: np.ndarray | None = None
     crs: Any = None
     n_dropped_missing: int = 0
+    groups_name: str = "groups"
 
     def __repr__(self) -> str:
         return (f"EstimationTable({len(self.frame)} units, {len(self.features)} features, "
@@ -133,7 +134,8 @@ def run_table(ctx: StageContext) -> EstimationTable:
     frame = join_features(units, features, on="unit_id")
     covariates = list(ctx.config.units.covariates)
     groups = frame["group"].to_numpy() if "group" in frame else None
-    table = EstimationTable(frame, feature_cols, covariates, groups, crs=units.crs)
+    table = EstimationTable(frame, feature_cols, covariates, groups, crs=units.crs,
+                            groups_name=ctx.config.units.group or "groups")
     return ctx.remember("table", table)
 
 
@@ -154,6 +156,10 @@ def _effects_frame(table: EstimationTable, fit: Any) -> pd.DataFrame:
         keep.append("group")
     effects = table.frame[keep].copy()
     effects["cate"], effects["cate_lo"], effects["cate_hi"] = fit.cate, fit.cate_lo, fit.cate_hi
+    if fit.cate_lo_calibrated is not None:
+        effects["cate_lo_calibrated"] = fit.cate_lo_calibrated
+        effects["cate_hi_calibrated"] = fit.cate_hi_calibrated
+    effects["used"] = True if fit.used is None else np.asarray(fit.used, dtype=bool)
     if "geometry" in table.frame:
         import geopandas as gpd
 
@@ -214,8 +220,7 @@ def check_table(table: EstimationTable, source: str = "the units table") -> list
 
 
 def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, seed: int = 0,
-                   trim: float | None = None, echo: Any = None,
-                   source: str = "the units table") -> EffectResult:
+                   echo: Any = None, source: str = "the units table") -> EffectResult:
     """Fit the effect model and the ATE table on ``table``; write the stage's files.
 
     ``settings`` is the config's estimator section (an ``EffectSettings``).
@@ -232,17 +237,20 @@ def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, se
     t, y = frame["treatment"].to_numpy(), frame["outcome"].to_numpy(float)
     feats = frame[table.features] if table.features else None
     cov = frame[table.covariates] if table.covariates else None
+    groups_name = table.groups_name
     fit = estimate_effects(feats, t, y, covariates=cov, design=settings.design,
                            propensity=settings.propensity, method=settings.method,
                            n_components=settings.n_components,
                            n_estimators=settings.n_estimators,
                            min_samples_leaf=settings.min_samples_leaf, cv=settings.cv,
                            groups=table.groups, random_state=seed, degree=settings.degree,
-                           n_bootstrap=settings.n_bootstrap, diagnostics=True)
+                           n_bootstrap=settings.n_bootstrap, diagnostics=True,
+                           trim=settings.trim, clip=settings.clip, groups_name=groups_name)
     design_matrix = fit.model.transform(feats, cov)
     ate = estimate_ate(design_matrix, t, y, design=settings.design,
                        propensity=settings.propensity, cv=max(settings.cv, 2),
-                       groups=table.groups, trim=trim, random_state=seed)
+                       groups=table.groups, trim=settings.trim, clip=settings.clip,
+                       groups_name=groups_name, random_state=seed)
     effects = _effects_frame(table, fit)
     write_effects(effects, paths.effects)
     with atomic_path(paths.ate_table) as tmp:
@@ -253,10 +261,21 @@ def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, se
     figures = {"balance": plot_balance(ate.balance)}
     if ate.overlap is not None:
         figures["overlap"] = plots.plot_overlap(ate.overlap)
+    sensitivity = None
+    if ate.sensitivity is not None:
+        from eocausal.models.effects.sensitivity import sensitivity_grid
+
+        c_values, lower = sensitivity_grid(ate.sensitivity.params)
+        summary_s = ate.sensitivity.summary()
+        figures["sensitivity"] = plots.plot_sensitivity_contour(
+            c_values, lower, estimate=summary_s.get("estimate"),
+            robustness_value=summary_s.get("robustness_value"))
+        sensitivity = {**summary_s, "sentence": ate.sensitivity.sentence()}
     summary = {**fit.summary(), "n_features": len(table.features),
                "n_covariates": len(table.covariates),
                "n_dropped_missing": table.n_dropped_missing,
-               "ate_estimators": ate.summary(), "figures": save_figures(figures, paths),
+               "ate_estimators": ate.summary(), "sensitivity": sensitivity,
+               "figures": save_figures(figures, paths),
                "estimator_sha256": estimator_sha256}
     write_json(paths.estimates, summary)
     if echo is not None:
@@ -268,7 +287,7 @@ def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, se
 def estimate_stage(ctx: StageContext) -> EffectResult:
     """The run's estimate stage: :func:`estimate_table` on :func:`run_table`."""
     result = estimate_table(run_table(ctx), ctx.config.estimator, ctx.paths,
-                            seed=ctx.config.seed, trim=getattr(ctx.config.estimator, "trim", None),
-                            echo=ctx.echo, source=f"units file '{ctx.config.units.path}'")
+                            seed=ctx.config.seed, echo=ctx.echo,
+                            source=f"units file '{ctx.config.units.path}'")
     ctx.remember("effects", result)
     return result

@@ -63,9 +63,25 @@ def _targeting(table: EstimationTable, report: Any, budget: float, seed: int) ->
     return result
 
 
+def _feature_sets(table: EstimationTable, settings: Any, n_bootstrap: int, seed: int
+                  ) -> tuple[dict[str, Any], Any]:
+    """Tabular-only, image-only and image+tabular models side by side (one table, one figure)."""
+    from eocausal.models.evaluation.baselines import compare_feature_sets
+
+    frame = table.frame
+    comparison = compare_feature_sets(
+        frame[table.features], frame[table.covariates], frame["treatment"].to_numpy(),
+        frame["outcome"].to_numpy(float), method=settings.method, design=settings.design,
+        propensity=settings.propensity, groups=table.groups, groups_name=table.groups_name,
+        cv=settings.cv, n_components=settings.n_components, n_estimators=settings.n_estimators,
+        min_samples_leaf=settings.min_samples_leaf, trim=settings.trim, clip=settings.clip,
+        n_bootstrap=n_bootstrap, random_state=seed)
+    return comparison.summary(), comparison.figure()
+
+
 def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
                    n_bootstrap: int = 200, seed: int = 0, echo: Any = None,
-                   budget: float = 0.2) -> EvaluationResult:
+                   budget: float = 0.2, compare_sets: bool = True) -> EvaluationResult:
     """RATE (AUTOC, Qini), BLP and GATES from out-of-fold CATEs; writes evaluation.json and
     figures toc, qini, gates, calibration."""
     from eocausal.models.evaluation import plots
@@ -81,14 +97,18 @@ def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
         method=settings.method, design=settings.design, propensity=settings.propensity,
         groups=table.groups, cv=settings.cv, n_components=settings.n_components,
         n_estimators=settings.n_estimators, min_samples_leaf=settings.min_samples_leaf,
-        n_bootstrap=n_bootstrap, random_state=seed)
+        n_bootstrap=n_bootstrap, random_state=seed, trim=settings.trim, clip=settings.clip,
+        groups_name=table.groups_name)
     figures = {"toc": plots.plot_toc({"AUTOC": report.autoc}),
                "qini": plots.plot_toc({"Qini": report.qini})}
     if report.gates is not None:
         figures["gates"] = plots.plot_gates(report.gates)
         figures["calibration"] = plots.plot_calibration(report.gates)
+    feature_sets = None
+    if compare_sets and table.features and table.covariates:
+        feature_sets, figures["feature_sets"] = _feature_sets(table, settings, n_bootstrap, seed)
     summary = {**report.summary(), "targeting": _targeting(table, report, budget, seed),
-               "figures": save_figures(figures, paths)}
+               "feature_sets": feature_sets, "figures": save_figures(figures, paths)}
     write_json(paths.evaluation, summary)
     if echo is not None:
         echo(f"RATE AUTOC {report.autoc.estimate:.4g} (se {report.autoc.se:.2g}), "
@@ -99,4 +119,5 @@ def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
 def evaluate_stage(ctx: StageContext) -> EvaluationResult:
     return evaluate_table(run_table(ctx), ctx.config.estimator, ctx.paths,
                           n_bootstrap=ctx.config.evaluation.n_bootstrap, seed=ctx.config.seed,
-                          echo=ctx.echo, budget=ctx.config.map.budget or 0.2)
+                          echo=ctx.echo, budget=ctx.config.map.budget or 0.2,
+                          compare_sets=ctx.config.evaluation.feature_sets)

@@ -81,6 +81,7 @@ def build_summary(ctx: StageContext, timings: dict[str, float]) -> dict[str, Any
         "heterogeneity": evaluation,
         "panel": estimates.get("panel"),
         "targeting": (evaluation or {}).get("targeting"),
+        "feature_sets": (evaluation or {}).get("feature_sets"),
         "map": map_summary,
         "truth": (None if effects is None else
                   truth_comparison(config.truth, estimates, effects)),
