@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,8 @@ import rasterio
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINEL2 = ROOT.parent / "shared/data/imagery/sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
+DATA = Path(os.environ.get("EOCAUSAL_DATA", ROOT.parent / "shared" / "data"))
+SENTINEL2 = DATA / "imagery/sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
 CHIP = 32
 
 

@@ -31,7 +31,12 @@ from eocausal.pipeline.imagery import (
     group_by_date,
     resolve_bands,
 )
-from eocausal.pipeline.partition import DateSource, PartitionTask, ingest_partition
+from eocausal.pipeline.partition import (
+    DateSource,
+    PartitionTask,
+    ingest_partition,
+    units_per_chunk_for,
+)
 from eocausal.pipeline.store import TileStore, consolidate, create_store, open_store
 from eocausal.pipeline.target import TargetGrid, make_target_grid, plan_access
 
@@ -115,17 +120,38 @@ def _date_sources(groups, grid: TargetGrid, force_warp: bool,
     return dates
 
 
-def _fingerprint(**parts: object) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+def _fingerprint(ids: np.ndarray, windows: np.ndarray, **parts: object) -> str:
+    """Hash of everything that decides the store's content; arrays hashed as raw bytes.
+
+    Raw bytes (not JSON lists) keep this O(N) in C: at a million units the lists alone
+    took seconds and hundreds of MB.
+    """
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(windows, dtype="<i8").tobytes())
+    ids = np.ascontiguousarray(ids, dtype=str)
+    digest.update(f"{ids.dtype.str}:".encode() + ids.tobytes())
+    return digest.hexdigest()
 
 
-def _reusable(out: Path, fingerprint: str) -> TileStore | None:
+def _reusable(out: Path, fingerprint: str, units_per_chunk: int | None) -> TileStore | None:
+    """The existing store when it holds these inputs (and the asked-for chunk size, if any)."""
     try:
         store = open_store(out)
     except Exception:
         return None
-    return store if store.attrs.get("fingerprint") == fingerprint else None
+    if store.attrs.get("fingerprint") != fingerprint:
+        return None
+    if units_per_chunk is not None and store.units_per_chunk != min(units_per_chunk,
+                                                                    max(store.n_units, 1)):
+        return None
+    return store
+
+
+def _workers(map_partitions: Mapper | None, n_workers: int | None) -> int:
+    """Workers that will run the tasks: given, announced by the mapper, or this process."""
+    if n_workers is not None:
+        return max(1, int(n_workers))
+    return max(1, int(getattr(map_partitions, "n_workers", 1) or 1))
 
 
 def ingest(
@@ -136,7 +162,7 @@ def ingest(
     chip_size: int = 32,
     bands: Sequence[int | str] | None = None,
     min_valid_fraction: float = 0.5,
-    units_per_chunk: int = 1024,
+    units_per_chunk: int | None = None,
     crs: str | None = None,
     resolution: float | None = None,
     resampling: str | None = None,
@@ -145,6 +171,7 @@ def ingest(
     apply_scale_offset: bool = True,
     resume: bool = True,
     map_partitions: Mapper | None = None,
+    n_workers: int | None = None,
 ) -> IngestResult:
     """Cut a chip, or a dated stack of chips, around every unit into a tile store.
 
@@ -165,8 +192,10 @@ def ingest(
         1-based indexes or band descriptions, taken from the first raster; default all.
     min_valid_fraction : float, default=0.5
         Units whose best date has a smaller fraction of valid pixels are skipped.
-    units_per_chunk : int, default=1024
-        Units per store chunk and per task.
+    units_per_chunk : int, optional
+        Units per store chunk and per task. Default: sized from the chip's bytes and the
+        worker count (:func:`pipeline.partition.units_per_chunk_for`, ~16 MiB a chunk);
+        a resumed store keeps the chunk size it was created with.
     crs, resolution : optional
         Target grid; default the first raster's own CRS and pixel size. When given, every
         raster is read through a WarpedVRT onto that grid.
@@ -183,6 +212,11 @@ def ingest(
         Reuse finished chunks of an interrupted run with identical inputs.
     map_partitions : callable, optional
         ``map_partitions(func, tasks)`` returning results in task order; default a loop here.
+        A mapper with an ``n_workers`` attribute sizes the chunks for that many workers, and
+        one with a ``prepare(n_tasks)`` method is told the task count before the store is
+        created, so it can start its workers while the driver is still busy.
+    n_workers : int, optional
+        Workers to size chunks for (overrides the mapper's ``n_workers``).
 
     Returns
     -------
@@ -225,13 +259,18 @@ def ingest(
     keep = keep[_hilbert_order(centres[keep])]
     band_names = [first.band_names[i - 1] for i in indexes]
     fingerprint = _fingerprint(
-        ids=ids[keep].tolist(), windows=windows[keep].tolist(), chip=chip_size, bands=indexes,
-        sources=[s.sha256 for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
-        dtype=dtype, per_chunk=units_per_chunk, warp=warp, resampling=resampling,
-        dates=[d for d, _ in groups],
+        ids[keep], windows[keep], chip=chip_size, bands=indexes,
+        sources=[s.sha256 or s.path for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
+        dtype=dtype, warp=warp, resampling=resampling, dates=[d for d, _ in groups],
     )
     out = Path(out)
-    store = _reusable(out, fingerprint) if resume else None
+    store = _reusable(out, fingerprint, units_per_chunk) if resume else None
+    per_chunk = units_per_chunk or units_per_chunk_for(
+        keep.size, chip_size=chip_size, n_bands=len(indexes), n_dates=len(groups),
+        itemsize=np.dtype(dtype).itemsize, n_workers=_workers(map_partitions, n_workers))
+    prepare = getattr(map_partitions, "prepare", None)
+    if callable(prepare):
+        prepare(-(-keep.size // (store.units_per_chunk if store else per_chunk)))
     if store is None:
         if out.exists():
             shutil.rmtree(out)
@@ -239,7 +278,7 @@ def ingest(
             out, unit_ids=ids[keep], n_dates=len(groups), band_names=band_names,
             chip_size=chip_size, dtype=dtype, crs=grid.crs, pixel_size=grid.resolution,
             dates=[d for d, _ in groups], centres=centres[keep],
-            sources=[s.as_record() for s in sources], units_per_chunk=units_per_chunk,
+            sources=[s.as_record() for s in sources], units_per_chunk=per_chunk,
             nodata=first.nodata,
             extra_attrs={"fingerprint": fingerprint, "transform": list(grid.transform)[:6],
                          "scale_offset_applied": scaled, "polygons": polygons,

@@ -58,6 +58,13 @@ class TileStore:
     def __init__(self, group: zarr.Group, path: Path) -> None:
         self.group = group
         self.path = path
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def array(self, name: str) -> zarr.Array:
+        """One of the store's arrays, opened once: each open re-reads its metadata file."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     # -- metadata -------------------------------------------------------------------------
     @property
@@ -66,20 +73,20 @@ class TileStore:
 
     @property
     def chips(self) -> zarr.Array:
-        return self.group["chips"]
+        return self.array("chips")
 
     @property
     def valid(self) -> zarr.Array:
-        return self.group["valid"]
+        return self.array("valid")
 
     @property
     def unit_ids(self) -> np.ndarray:
-        return _as_str(self.group["unit_id"][:])
+        return _as_str(self.array("unit_id")[:])
 
     @property
     def centres(self) -> np.ndarray:
         """Chip centres (N, 2) as map x, y in the store CRS."""
-        return np.asarray(self.group["centre_xy"][:])
+        return np.asarray(self.array("centre_xy")[:])
 
     @property
     def n_units(self) -> int:
@@ -135,7 +142,7 @@ class TileStore:
         """Read units ``[start, stop)`` in store order."""
         return ChipBatch(
             start=start,
-            unit_ids=_as_str(self.group["unit_id"][start:stop]),
+            unit_ids=_as_str(self.array("unit_id")[start:stop]),
             chips=np.asarray(self.chips[start:stop]),
             valid=np.asarray(self.valid[start:stop]),
         )
@@ -180,15 +187,15 @@ class TileStore:
 
         The marker is written last, so a chunk whose writer died is never taken as complete.
         """
-        self.group["valid_fraction"][start:start + len(fractions)] = fractions.astype(np.float32)
+        self.array("valid_fraction")[start:start + len(fractions)] = fractions.astype(np.float32)
         # One write holds the band sums and the done marker (row 3), so they land together.
         summary = np.ones((4, chips.shape[2]))
         summary[:3] = _band_sums(chips, valid)
-        self.group["partition_stats"][index] = summary
+        self.array("partition_stats")[index] = summary
 
     def done_chunks(self) -> np.ndarray:
         """Which chunks were completed; an unreadable flag counts as not done."""
-        stats = self.group["partition_stats"]
+        stats = self.array("partition_stats")
         try:
             return np.asarray(stats[:, 3, 0]) == 1.0
         except Exception:  # a chunk file cut short by a kill: check one by one
@@ -202,7 +209,7 @@ class TileStore:
 
     def stats_from_partitions(self) -> tuple[np.ndarray, np.ndarray]:
         """Band mean and standard deviation over valid pixels, from the chunks' band sums."""
-        sums = np.asarray(self.group["partition_stats"][:, :3]).sum(axis=0)
+        sums = np.asarray(self.array("partition_stats")[:, :3]).sum(axis=0)
         return self._store_stats(sums)
 
     def _store_stats(self, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ code runs on a laptop, a LocalCluster sized to the machine, or an existing sched
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -33,6 +34,10 @@ def _size(task: Any) -> int:
         return 1
 
 
+def _warm_up() -> None:
+    import eocausal.pipeline.partition  # noqa: F401
+
+
 class _Runner:
     """Runs task lists in this process or on dask, starting a LocalCluster only when needed."""
 
@@ -41,6 +46,42 @@ class _Runner:
         self.scheduler, self.workers, self.desc = scheduler, workers, desc
         self.progress, self.stack = progress, stack
         self.client: Any = None
+        self._starting: concurrent.futures.Future | None = None
+
+    @property
+    def n_workers(self) -> int:
+        """Workers that tasks will run on, so stages can size chunks before they start."""
+        if self.scheduler == "synchronous":
+            return 1
+        if self.scheduler in (None, "local"):
+            return self.workers or os.cpu_count() or 1
+        return len(self._dask_client().scheduler_info().get("workers", {})) or 1
+
+    def _in_process(self, n_tasks: int) -> bool:
+        return self.scheduler == "synchronous" or (
+            self.scheduler is None and n_tasks < AUTO_MIN_TASKS and self.client is None)
+
+    def prepare(self, n_tasks: int) -> None:
+        """Start the workers in a background thread when ``n_tasks`` will need them.
+
+        Worker processes take seconds to start (a fresh interpreter importing dask and the
+        task's modules); starting them while the driver still plans (creating the store,
+        building tasks) takes that time off the critical path.
+        """
+        if not self._in_process(n_tasks):
+            self._begin()
+
+    def _begin(self) -> None:
+        if self.client is None and self._starting is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+            self._starting = pool.submit(self._start_client)
+            pool.shutdown(wait=False)
+
+    def wait_started(self) -> None:
+        """Let a background start finish (so closing the mapper closes what it started)."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                self._starting.result()
 
     def _bar(self, tasks: list[Any]) -> tqdm:
         total = sum(_size(t) for t in tasks)
@@ -49,23 +90,34 @@ class _Runner:
 
     def _dask_client(self) -> Any:
         if self.client is None:
-            from dask.distributed import Client, LocalCluster
-
-            if self.scheduler in (None, "local"):
-                n_workers = self.workers or os.cpu_count() or 1
-                cluster = self.stack.enter_context(LocalCluster(
-                    n_workers=n_workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
-                ))
-                self.client = self.stack.enter_context(Client(cluster))
-            else:
-                self.client = self.stack.enter_context(Client(self.scheduler, timeout="30s"))
+            self._begin()
+            self.client = self._starting.result()
             log.info("dask client: %s", self.client)
         return self.client
 
+    def _start_client(self) -> Any:
+        from dask.distributed import Client, LocalCluster
+
+        if self.scheduler in (None, "local"):
+            n_workers = self.workers or os.cpu_count() or 1
+            cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR,
+            )
+            self.stack.callback(cluster.close)
+            client = Client(cluster)
+        else:
+            client = Client(self.scheduler, timeout="30s")
+        # Closed by callback, not as a context manager: a Client entered in this (starting)
+        # thread could not be exited from the caller's thread.
+        self.stack.callback(client.close)
+        # Import the ingestion task's modules (rasterio, zarr) on every worker now, not
+        # inside the first task of each.
+        client.run(_warm_up)
+        return client
+
     def __call__(self, func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
-        in_process = self.scheduler == "synchronous" or (
-            self.scheduler is None and len(tasks) < AUTO_MIN_TASKS and self.client is None)
+        in_process = self._in_process(len(tasks)) and self._starting is None
         with self._bar(tasks) as bar:
             if in_process:
                 results = []
@@ -105,6 +157,16 @@ def partition_mapper(
         always a LocalCluster. Anything else: the address of a running dask scheduler.
     workers : int, optional
         Worker processes of the LocalCluster (default: one per core).
+
+    The mapper has ``n_workers`` (stages size their chunks with it) and ``prepare(n_tasks)``
+    (stages call it as soon as they know their task count, and a cluster that will be
+    needed starts in the background). ``"local"`` starts its cluster at once.
     """
     with contextlib.ExitStack() as stack:
-        yield _Runner(scheduler, workers, desc, progress, stack)
+        runner = _Runner(scheduler, workers, desc, progress, stack)
+        if scheduler == "local":
+            runner.prepare(AUTO_MIN_TASKS)
+        try:
+            yield runner
+        finally:
+            runner.wait_started()
