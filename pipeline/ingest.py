@@ -115,7 +115,7 @@ def _date_sources(groups, grid: TargetGrid, force_warp: bool,
             width, height = ((source.width, source.height) if access.native
                              else (access.vrt_width, access.vrt_height))
             plans.append(DateSource(access, width, height, source.nodata, source.scales,
-                                    source.offsets))
+                                    source.offsets, source.remote))
         dates.append(plans)
     return dates
 
@@ -229,7 +229,7 @@ def ingest(
         raise ConfigError(f"min_valid_fraction must be in [0, 1]. Got {min_valid_fraction} instead.")
     if polygons not in ("centroid", "bounds"):
         raise ConfigError(f"polygons must be 'centroid' or 'bounds'. Got {polygons!r} instead.")
-    sources = [describe_raster(p) for p in expand_imagery(imagery)]
+    sources = [describe_raster(p) for p in expand_imagery(imagery, bands)]
     groups = group_by_date(sources, dates)
     first = sources[0]
     indexes = resolve_bands(first, bands)
