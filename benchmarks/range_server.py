@@ -14,6 +14,7 @@ import email.utils
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +38,7 @@ class RangeStats:
 
 class _Handler(SimpleHTTPRequestHandler):
     stats: RangeStats
+    latency: float = 0.0  # seconds added to every GET, to emulate an object store
     protocol_version = "HTTP/1.1"  # keep-alive, as object stores and CDNs serve
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet server
@@ -64,6 +66,8 @@ class _Handler(SimpleHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
+        if self.latency:
+            time.sleep(self.latency)
         path = self._file()
         if path is None:
             self.send_error(404)
@@ -117,10 +121,15 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_directory(root: str | Path) -> Iterator[tuple[str, RangeStats]]:
-    """Serve ``root`` on 127.0.0.1 (a free port) in a thread; yield (base URL, stats)."""
+def serve_directory(root: str | Path, latency: float = 0.0
+                    ) -> Iterator[tuple[str, RangeStats]]:
+    """Serve ``root`` on 127.0.0.1 (a free port) in a thread; yield (base URL, stats).
+
+    ``latency`` seconds are slept before answering each GET (per request, as a round trip
+    to object storage costs), so that the benefit of reads in flight is measurable.
+    """
     stats = RangeStats()
-    handler = type("RangeHandler", (_Handler,), {"stats": stats})
+    handler = type("RangeHandler", (_Handler,), {"stats": stats, "latency": latency})
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=os.fspath(root)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

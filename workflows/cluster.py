@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -32,6 +33,30 @@ def _size(task: Any) -> int:
         return len(task)
     except TypeError:
         return 1
+
+
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Keep spawned worker processes from re-running the driver's ``__main__`` script.
+
+    multiprocessing's spawn re-executes the main script in every child (to find functions
+    defined there); for the ``eocausal`` console script that means importing the whole CLI
+    (torch, sklearn, econml: seconds of CPU per worker, on the cores the driver needs). A
+    main module whose spec is named ``__main__`` is skipped by spawn, so during start-up the
+    script gets that spec. Tasks are library functions (or cloudpickled by value), so no
+    worker needs the driver's script.
+    """
+    import importlib.machinery
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
 
 
 def _warm_up() -> None:
@@ -100,10 +125,11 @@ class _Runner:
 
         if self.scheduler in (None, "local"):
             n_workers = self.workers or os.cpu_count() or 1
-            cluster = LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
-            )
+            with _workers_skip_main():
+                cluster = LocalCluster(
+                    n_workers=n_workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                )
             self.stack.callback(cluster.close)
             client = Client(cluster)
         else:

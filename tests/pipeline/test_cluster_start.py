@@ -1,0 +1,36 @@
+"""Workers of the embedded LocalCluster start without re-running the driver's script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    with open(sys.argv[1], "a") as marks:  # one line per execution of this script
+        marks.write(f"{os.getpid()}\\n")
+
+    def main():
+        from eocausal.workflows.cluster import partition_mapper
+        with partition_mapper("local", 2, progress=False) as mapper:
+            assert mapper.n_workers == 2
+            pids = set(mapper(lambda _: os.getpid(), list(range(20))))
+            assert len(pids) >= 1 and os.getpid() not in pids
+            print(sorted(abs(x) for x in mapper(abs, [-3, -2, -1])))
+
+    if __name__ == "__main__":
+        main()
+""")
+
+
+def test_spawned_workers_skip_the_main_script(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(SCRIPT)
+    marks = tmp_path / "marks.txt"
+    proc = subprocess.run([sys.executable, str(script), str(marks)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[1, 2, 3]"
+    # Without the fix, spawn runs the script once more in each of the two workers.
+    assert len(marks.read_text().split()) == 1
