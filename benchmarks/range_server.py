@@ -21,7 +21,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["RangeStats", "serve_directory", "write_band_cogs", "write_cog", "write_stac_catalog"]
+__all__ = ["RangeStats", "serve_directory", "serve_directory_process", "write_band_cogs", "write_cog", "write_stac_catalog"]
 
 RANGE = re.compile(r"bytes=(.+)")
 
@@ -205,3 +205,29 @@ def write_stac_catalog(root: str | Path, items: dict[str, tuple[str, dict[str, P
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return root / "catalog.json"
+
+
+@contextlib.contextmanager
+def serve_directory_process(root: str | Path, latency: float = 0.0) -> Iterator[str]:
+    """Like :func:`serve_directory` but in a child process, so that the server's Python
+    does not share the GIL (or a core's time slices) with the reader being measured."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.range_server", str(root),
+                             str(latency)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    import sys
+
+    with serve_directory(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 0.0) as (
+            base, _):
+        print(base, flush=True)
+        threading.Event().wait()

@@ -119,6 +119,8 @@ def _scaled(pixels: np.ndarray, valid: np.ndarray, source: DateSource,
 
 BLOCK_SPAN = 256  # target pixels per side of the cells that group a task's windows
 MAX_BLOCK_WASTE = 8.0  # read a cell's bounding box when it holds at most 8x the chips' pixels
+REMOTE_BLOCK_WASTE = 2.0  # over the network every extra tile is a transfer: stay tight
+MIN_ROWS_PER_THREAD = 16  # below this, a thread's open (HEAD + header) costs more than it saves
 
 
 def _inside(task: PartitionTask, source: DateSource, rows: np.ndarray) -> np.ndarray:
@@ -160,7 +162,8 @@ def _read_inside(task: PartitionTask, source: DateSource, dataset, rows: np.ndar
         c0, r0 = int(cols[group].min()), int(offs[group].min())
         width = int(cols[group].max()) + size - c0
         height = int(offs[group].max()) + size - r0
-        if group.size > 1 and width * height <= MAX_BLOCK_WASTE * group.size * size * size:
+        waste = REMOTE_BLOCK_WASTE if source.remote else MAX_BLOCK_WASTE
+        if group.size > 1 and width * height <= waste * group.size * size * size:
             block = dataset.read(indexes, window=Window(c0, r0, width, height))
             views = sliding_window_view(block, (size, size), axis=(1, 2))
             chips[inside[group], t] = views[:, offs[group] - r0,
@@ -205,12 +208,22 @@ def _read_remote(task: PartitionTask, source: DateSource, rows: np.ndarray, t: i
     many reads in flight multiply throughput. Runs are consecutive in Hilbert order, so
     each thread's windows stay close and share tiles; threads write disjoint rows.
     """
-    parts = [p for p in np.array_split(rows, min(REMOTE_READ_THREADS, rows.size)) if p.size]
-    with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
-        futures = [pool.submit(_read_source, task, source, part, t, chips, valid)
-                   for part in parts]
-        for future in futures:
-            future.result()
+    n_parts = max(1, min(REMOTE_READ_THREADS, rows.size // MIN_ROWS_PER_THREAD))
+    futures = [_remote_pool().submit(_read_source, task, source, part, t, chips, valid)
+               for part in np.array_split(rows, n_parts) if part.size]
+    for future in futures:
+        future.result()
+
+
+_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _remote_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One pool of reader threads per process, reused by every task it runs."""
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(
+            REMOTE_READ_THREADS, thread_name_prefix="eocausal-remote"))
+    return _POOL[0]
 
 
 def ingest_partition(task: PartitionTask) -> np.ndarray:
