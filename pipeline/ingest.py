@@ -172,6 +172,7 @@ def ingest(
     resume: bool = True,
     map_partitions: Mapper | None = None,
     n_workers: int | None = None,
+    compression: str | None = None,
 ) -> IngestResult:
     """Cut a chip, or a dated stack of chips, around every unit into a tile store.
 
@@ -217,6 +218,8 @@ def ingest(
         created, so it can start its workers while the driver is still busy.
     n_workers : int, optional
         Workers to size chunks for (overrides the mapper's ``n_workers``).
+    compression : {None, "lz4"}, default=None
+        Codec of the stored chips (see :func:`pipeline.store.create_store`).
 
     Returns
     -------
@@ -227,6 +230,8 @@ def ingest(
         raise ConfigError(f"chip_size must be a positive integer. Got {chip_size} instead.")
     if not 0.0 <= min_valid_fraction <= 1.0:
         raise ConfigError(f"min_valid_fraction must be in [0, 1]. Got {min_valid_fraction} instead.")
+    if compression not in (None, "none", "lz4"):
+        raise ConfigError(f"compression must be None, 'none' or 'lz4'. Got {compression!r}.")
     if polygons not in ("centroid", "bounds"):
         raise ConfigError(f"polygons must be 'centroid' or 'bounds'. Got {polygons!r} instead.")
     sources = [describe_raster(p) for p in expand_imagery(imagery, bands)]
@@ -262,6 +267,7 @@ def ingest(
         ids[keep], windows[keep], chip=chip_size, bands=indexes,
         sources=[s.sha256 or s.path for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
         dtype=dtype, warp=warp, resampling=resampling, dates=[d for d, _ in groups],
+        compression=compression,
     )
     out = Path(out)
     store = _reusable(out, fingerprint, units_per_chunk) if resume else None
@@ -279,7 +285,7 @@ def ingest(
             chip_size=chip_size, dtype=dtype, crs=grid.crs, pixel_size=grid.resolution,
             dates=[d for d, _ in groups], centres=centres[keep],
             sources=[s.as_record() for s in sources], units_per_chunk=per_chunk,
-            nodata=first.nodata,
+            nodata=first.nodata, compression=compression,
             extra_attrs={"fingerprint": fingerprint, "transform": list(grid.transform)[:6],
                          "scale_offset_applied": scaled, "polygons": polygons,
                          "resampling": None if not warp else (resampling or "by dtype")},

@@ -74,3 +74,16 @@ def test_resume_keeps_the_chunk_size_of_the_store(tmp_path, data_dir):
     # An explicit, different chunk size rebuilds the store.
     rebuilt = ingest(units, [SENTINEL2], out, chip_size=8, units_per_chunk=7)
     assert rebuilt.n_tasks_run == rebuilt.n_tasks_total == 29
+
+
+def test_raw_and_lz4_chips_are_the_same_pixels(tmp_path, data_dir):
+    rng = np.random.default_rng(5)
+    units = _units(rng.integers(0, 512, 120), rng.integers(0, 512, 120))
+    raw = open_store(ingest(units, [SENTINEL2], tmp_path / "raw.zarr", chip_size=8).store_path)
+    lz4 = open_store(ingest(units, [SENTINEL2], tmp_path / "lz4.zarr", chip_size=8,
+                            compression="lz4").store_path)
+    assert raw.attrs["layout"]["compression"] == "none"
+    assert lz4.attrs["layout"]["compression"] == "lz4"
+    np.testing.assert_array_equal(raw.chips[:], lz4.chips[:])
+    np.testing.assert_array_equal(raw.valid[:], lz4.valid[:])
+    np.testing.assert_allclose(raw.band_mean, lz4.band_mean)
