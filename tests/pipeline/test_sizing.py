@@ -1,11 +1,12 @@
-"""Chunks sized from chip bytes and workers; block reads give the chips of per-window reads."""
+"""Planning at scale: chunk sizes, the Hilbert order, and block reads equal to window reads."""
 
 from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pytest
 import rasterio
-from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.ingest import hilbert_distance, ingest
 from eocausal.pipeline.partition import TARGET_CHUNK_BYTES, units_per_chunk_for
 from eocausal.pipeline.store import open_store
 from eocausal.pipeline.units import UnitColumns, validate_units
@@ -87,3 +88,20 @@ def test_raw_and_lz4_chips_are_the_same_pixels(tmp_path, data_dir):
     np.testing.assert_array_equal(raw.chips[:], lz4.chips[:])
     np.testing.assert_array_equal(raw.valid[:], lz4.valid[:])
     np.testing.assert_allclose(raw.band_mean, lz4.band_mean)
+
+
+@pytest.mark.parametrize("levels", [3, 5])
+def test_hilbert_distance_walks_every_cell_by_unit_steps(levels):
+    n = 1 << levels
+    rows, cols = np.mgrid[0:n, 0:n]
+    d = hilbert_distance(cols.ravel() - 7, rows.ravel() + 3, levels=levels)  # any offset
+    assert sorted(d.tolist()) == list(range(n * n))
+    order = np.argsort(d)
+    steps = np.abs(np.diff(cols.ravel()[order])) + np.abs(np.diff(rows.ravel()[order]))
+    assert steps.tolist() == [1] * (n * n - 1)
+
+
+def test_hilbert_distance_coarsens_wide_extents_into_its_levels():
+    cols = np.array([0, 1, 2**20, 2**20 + 1])
+    d = hilbert_distance(cols, np.zeros(4, dtype=int), levels=4)
+    assert d.max() < 16 * 16 and d[0] == d[1] and d[2] == d[3] and d[0] != d[2]
