@@ -173,7 +173,7 @@ def direct_estimator(method: str, *, n_estimators: int, cv: int, propensity: flo
 
 
 SCALE_RUN = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, ROOT)
 from benchmarks.bench_estimators import direct_estimator, simulate
 import numpy as np
@@ -185,7 +185,9 @@ n, trees, cv, comps = int(n), int(trees), int(cv), int(comps)
 features, t, y = simulate(n, 256)
 import econml.dml, econml.dr, econml.metalearners  # imports are not what is measured
 from eocausal.models.effects.estimate import estimate_effects
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak():  # VmHWM, not ru_maxrss: Linux carries that over from the parent across exec
+    return [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+base = peak()
 start = time.perf_counter()
 if side == "wrapper":
     fit = estimate_effects(features, t, y, propensity=0.5, method=method, n_components=comps,
@@ -202,7 +204,7 @@ else:
         if method in ("causal_forest", "linear_dml", "dr_learner", "forest_dr_learner"):
             est.effect_interval(X, alpha=0.05)  # the wrapper returns per-unit intervals too
 print(json.dumps({"seconds": time.perf_counter() - start, "ate": float(ate), "base_mb": base,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak()}))
 """
 
 

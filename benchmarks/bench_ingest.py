@@ -27,7 +27,9 @@ import rasterio
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EOCAUSAL_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("EOCAUSAL_DATA") or next(
+    (p for p in (ROOT.parent / "shared" / "data", ROOT.parents[1] / "shared" / "data")
+     if p.exists()), ROOT.parent / "shared" / "data"))  # a worktree sits one level deeper
 SENTINEL2 = DATA / "imagery/sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
 CHIP = 32
 
