@@ -153,10 +153,21 @@ class _Runner:
                 return results
             from dask.distributed import as_completed
 
+            self._begin()
+            results: list[Any] = [None] * len(tasks)
+            first = 0
+            # Until the workers are up, this process runs tasks itself, so the cluster's
+            # start-up (seconds of imports per worker) is off the critical path.
+            while (first < len(tasks) and self.client is None and self._starting is not None
+                   and not self._starting.done()):
+                results[first] = func(tasks[first])
+                bar.update(_size(tasks[first]))
+                first += 1
+            if first == len(tasks):
+                return results
             client = self._dask_client()
-            futures = client.map(func, tasks, pure=False)
-            order = {f.key: i for i, f in enumerate(futures)}
-            results = [None] * len(futures)
+            futures = client.map(func, tasks[first:], pure=False)
+            order = {f.key: first + i for i, f in enumerate(futures)}
             for future in as_completed(futures):
                 index = order[future.key]
                 results[index] = future.result()
