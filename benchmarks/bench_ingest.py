@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,10 @@ import rasterio
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINEL2 = ROOT.parent / "shared/data/imagery/sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
+DATA = Path(os.environ.get("EOCAUSAL_DATA") or next(
+    (p for p in (ROOT.parent / "shared" / "data", ROOT.parents[1] / "shared" / "data")
+     if p.exists()), ROOT.parent / "shared" / "data"))  # a worktree sits one level deeper
+SENTINEL2 = DATA / "imagery/sentinel2_L1C_T18SVG_20160112_20m_6band_512.tif"
 CHIP = 32
 
 
@@ -74,12 +78,12 @@ def peak_memory_mb(n: int, workdir: Path) -> tuple[float, float]:
     """Peak RSS of a fresh process that ingests ``n`` units (units built in that process)."""
     store = workdir / f"mem_{n}.zarr"
     code = (
-        f"import resource, sys; from pathlib import Path; sys.path.insert(0, {str(ROOT)!r});"
+        f"import sys; from pathlib import Path; sys.path.insert(0, {str(ROOT)!r});"
         "from benchmarks.bench_ingest import make_units, pipeline_run;"
-        f"u = make_units({n}); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "from benchmarks.bench_end_to_end import peak_rss_mb;"
+        f"u = make_units({n}); base = peak_rss_mb();"
         f"pipeline_run(u, Path({str(store)!r}));"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "print(base / 1024, peak / 1024)"
+        "print(base, peak_rss_mb())"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

@@ -16,6 +16,8 @@ _EXPORTS = {
     "TileStore": "store", "ChipBatch": "store", "create_store": "store", "open_store": "store",
     "IngestResult": "ingest", "ingest": "ingest", "unit_centres": "ingest",
     "RegionGrid": "grid", "region_grid": "grid",
+    "units_per_chunk_for": "partition", "is_remote": "remote", "remote_identity": "remote",
+    "stac_rasters": "stac", "stac_items": "stac", "is_stac": "stac",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports("eocausal.pipeline", _EXPORTS)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from eocausal.pipeline.remote import REMOTE_GDAL_ENV, is_remote, remote_identity, remote_name
 from rasterio.errors import RasterioIOError
 
 from eocausal.errors import ConfigError, CRSMissingError, InputFileError, RasterReadError
@@ -53,6 +54,7 @@ class RasterSource:
     sha256: str
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
+    remote: bool = False  # read over the network (a URL, or a VRT of remote STAC assets)
 
     @property
     def has_scale_offset(self) -> bool:
@@ -83,12 +85,27 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def expand_imagery(patterns: Sequence[str | Path]) -> list[Path]:
-    """Expand paths and globs into a sorted list of files; a pattern matching nothing fails."""
-    files: list[Path] = []
+def expand_imagery(patterns: Sequence[str | Path],
+                   bands: Sequence[int | str] | None = None) -> list[Path | str]:
+    """Expand paths, globs, URLs and STAC documents into a list of rasters.
+
+    A path or glob gives files; an ``http(s)://`` (or ``/vsicurl/``, ``s3://``) URL of a
+    COG is kept as a URL; a STAC catalog, collection, item or item collection (a .json file
+    or URL) gives one VRT per item stacking the assets named by ``bands``
+    (:func:`pipeline.stac.stac_rasters`). A pattern matching nothing fails.
+    """
+    files: list[Path | str] = []
     for pattern in patterns:
         text = str(pattern)
-        if any(ch in text for ch in "*?["):
+        if text.split("?", 1)[0].lower().endswith((".json", ".geojson")):
+            from eocausal.pipeline.stac import is_stac, stac_rasters
+
+            if is_stac(text):
+                files.extend(stac_rasters(text, bands))
+                continue
+        if is_remote(text):
+            files.append(text)
+        elif any(ch in text for ch in "*?["):
             matches = sorted(Path(p) for p in glob.glob(text))
             if not matches:
                 raise InputFileError(f"Imagery pattern '{text}' matches no file. Check the path.")
@@ -101,13 +118,14 @@ def expand_imagery(patterns: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _parse_date(path: Path, tags: dict[str, str]) -> str | None:
+def _parse_date(path: Path | str, tags: dict[str, str]) -> str | None:
     for key in ("ACQUISITION_DATE", "TIFFTAG_DATETIME", "DATE"):
         if key in tags:
             match = DATE_PATTERN.search(tags[key].replace(":", "-"))
             if match:
                 return "-".join(match.groups())
-    match = DATE_PATTERN.search(path.stem)
+    stem = Path(remote_name(path) if isinstance(path, str) else path.name).stem
+    match = DATE_PATTERN.search(stem)
     return "-".join(match.groups()) if match else None
 
 
@@ -123,14 +141,20 @@ def describe_raster(path: str | Path, *, checksum: bool = True) -> RasterSource:
     CRSMissingError
         It has no CRS.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"Imagery file '{path}' does not exist. Check 'imagery.paths'.")
+    remote = is_remote(path)
+    if not remote:
+        path = Path(path)
+        if not path.exists():
+            raise InputFileError(f"Imagery file '{path}' does not exist. Check 'imagery.paths'.")
     try:
-        with rasterio.open(path) as src:
-            # Reading the last row catches truncated files, which open fine.
-            src.read(1, window=((src.height - 1, src.height), (0, src.width)))
+        with rasterio.Env(**(REMOTE_GDAL_ENV if remote or str(path).endswith(".vrt") else {})), \
+                rasterio.open(path) as src:
             tags = src.tags()
+            remote = remote or tags.get("EOCAUSAL_REMOTE") == "YES"
+            # Reading the last row catches truncated files, which open fine; over the network
+            # the last pixel (its tile is the end of a COG) does it without a row of tiles.
+            width = 1 if remote else src.width
+            src.read(1, window=((src.height - 1, src.height), (src.width - width, src.width)))
             names = tuple(
                 desc or f"band_{i}" for i, desc in enumerate(src.descriptions, start=1)
             )
@@ -155,12 +179,23 @@ def describe_raster(path: str | Path, *, checksum: bool = True) -> RasterSource:
             f"Raster '{path}' has no geotransform (pixel grid), so units cannot be placed on it. "
             "Georeference it first (for example with gdal_translate -a_ullr)."
         )
+    if not checksum:
+        digest = ""
+    elif is_remote(path):
+        try:
+            digest = remote_identity(str(path))
+        except OSError as exc:
+            raise RasterReadError(f"Imagery URL '{path}' does not answer a HEAD request "
+                                  f"({exc}). Check the URL and the network.") from exc
+    elif "SOURCE_IDENTITY" in tags:  # a STAC VRT: its own bytes plus its assets' identity
+        digest = hashlib.sha256((file_sha256(path) + tags["SOURCE_IDENTITY"]).encode()).hexdigest()
+    else:
+        digest = file_sha256(path)
     return RasterSource(
         path=str(path), crs=info["crs"].to_string(), transform=info["transform"],
         width=info["width"], height=info["height"], count=info["count"], dtype=info["dtype"],
         nodata=info["nodata"], band_names=names, date=_parse_date(path, tags),
-        sha256=file_sha256(path) if checksum else "", scales=info["scales"],
-        offsets=info["offsets"],
+        sha256=digest, scales=info["scales"], offsets=info["offsets"], remote=remote,
     )
 
 

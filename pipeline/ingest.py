@@ -31,7 +31,12 @@ from eocausal.pipeline.imagery import (
     group_by_date,
     resolve_bands,
 )
-from eocausal.pipeline.partition import DateSource, PartitionTask, ingest_partition
+from eocausal.pipeline.partition import (
+    DateSource,
+    PartitionTask,
+    ingest_partition,
+    units_per_chunk_for,
+)
 from eocausal.pipeline.store import (
     TileStore,
     check_replaceable,
@@ -40,6 +45,7 @@ from eocausal.pipeline.store import (
     open_store,
 )
 from eocausal.pipeline.target import TargetGrid, make_target_grid, plan_access
+from pyproj import CRS, Transformer
 
 from eocausal.errors import ConfigError, NoUsableUnitsError
 
@@ -67,13 +73,24 @@ class IngestResult:
 
 
 def unit_centres(units: gpd.GeoDataFrame, crs: str, polygons: str = "centroid") -> np.ndarray:
-    """Chip centres (N, 2) in ``crs``: points as given; polygons by centroid or bounds centre."""
+    """Chip centres (N, 2) in ``crs``: points as given; polygons by centroid or bounds centre.
+
+    Points (the common, large case) are reprojected as coordinate arrays with pyproj, the
+    transform geopandas' ``to_crs`` applies, without building a new shapely point per unit
+    (at a million units that copy alone added ~300 MB to the peak).
+    """
+    geoms = units.geometry.to_numpy()
+    if (shapely.get_type_id(geoms) == 0).all():
+        xy = shapely.get_coordinates(geoms)
+        if units.crs is None or CRS.from_user_input(units.crs) == CRS.from_user_input(crs):
+            return xy
+        transformer = Transformer.from_crs(units.crs, crs, always_xy=True)
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
     projected = units.geometry.to_crs(crs)
     if polygons == "bounds":
         b = projected.bounds
         return np.column_stack([(b.minx + b.maxx).to_numpy() / 2, (b.miny + b.maxy).to_numpy() / 2])
-    # shapely directly: points are their own centroid, and geopandas would warn about
-    # centroids in geographic CRSs even when every geometry is a point.
+    # shapely directly: geopandas would warn about centroids in geographic CRSs.
     return shapely.get_coordinates(shapely.centroid(projected.to_numpy()))
 
 
@@ -101,9 +118,44 @@ def _covered(windows: np.ndarray, size: int, dates: list[list[DateSource]]) -> n
     return hit
 
 
-def _hilbert_order(centres: np.ndarray) -> np.ndarray:
-    distances = gpd.GeoSeries(gpd.points_from_xy(*centres.T)).hilbert_distance()
-    return np.argsort(distances.to_numpy(), kind="stable")
+HILBERT_LEVELS = 16  # a 65,536 x 65,536 curve: finer than any chip spacing that matters
+
+
+def hilbert_distance(cols: np.ndarray, rows: np.ndarray, levels: int = HILBERT_LEVELS
+                     ) -> np.ndarray:
+    """Position of integer pixel cells along a Hilbert curve, for all cells at once.
+
+    The classic ``xy2d`` loop, one pass per level over whole numpy arrays. geopandas'
+    ``hilbert_distance`` needs a shapely point per unit: at a million units that cost ~10 s
+    and ~300 MB, against well under a second and a few arrays here. Coordinates are shifted
+    to start at 0 and coarsened by powers of two until they fit ``levels`` bits.
+    """
+    x = np.asarray(cols, dtype=np.int64)
+    y = np.asarray(rows, dtype=np.int64)
+    if x.size == 0:
+        return x.copy()
+    x, y = x - x.min(), y - y.min()
+    largest = int(max(x.max(initial=0), y.max(initial=0)))
+    shift = max(0, largest.bit_length() - levels)
+    x, y = x >> shift, y >> shift
+    n = 1 << levels
+    d = np.zeros_like(x)
+    s = n >> 1
+    while s > 0:
+        rx = (x & s) > 0
+        ry = (y & s) > 0
+        d += s * s * ((3 * rx.astype(np.int64)) ^ ry.astype(np.int64))
+        turn = ~ry
+        flip = turn & rx
+        x = np.where(flip, n - 1 - x, x)
+        y = np.where(flip, n - 1 - y, y)
+        x, y = np.where(turn, y, x), np.where(turn, x, y)
+        s >>= 1
+    return d
+
+
+def _hilbert_order(windows: np.ndarray) -> np.ndarray:
+    return np.argsort(hilbert_distance(windows[:, 0], windows[:, 1]), kind="stable")
 
 
 def _date_sources(groups, grid: TargetGrid, force_warp: bool,
@@ -116,22 +168,43 @@ def _date_sources(groups, grid: TargetGrid, force_warp: bool,
             width, height = ((source.width, source.height) if access.native
                              else (access.vrt_width, access.vrt_height))
             plans.append(DateSource(access, width, height, source.nodata, source.scales,
-                                    source.offsets))
+                                    source.offsets, source.remote))
         dates.append(plans)
     return dates
 
 
-def _fingerprint(**parts: object) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+def _fingerprint(ids: np.ndarray, windows: np.ndarray, **parts: object) -> str:
+    """Hash of everything that decides the store's content; arrays hashed as raw bytes.
+
+    Raw bytes (not JSON lists) keep this O(N) in C: at a million units the lists alone
+    took seconds and hundreds of MB.
+    """
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(windows, dtype="<i8").tobytes())
+    ids = np.ascontiguousarray(ids, dtype=str)
+    digest.update(f"{ids.dtype.str}:".encode() + ids.tobytes())
+    return digest.hexdigest()
 
 
-def _reusable(out: Path, fingerprint: str) -> TileStore | None:
+def _reusable(out: Path, fingerprint: str, units_per_chunk: int | None) -> TileStore | None:
+    """The existing store when it holds these inputs (and the asked-for chunk size, if any)."""
     try:
         store = open_store(out)
     except Exception:
         return None
-    return store if store.attrs.get("fingerprint") == fingerprint else None
+    if store.attrs.get("fingerprint") != fingerprint:
+        return None
+    if units_per_chunk is not None and store.units_per_chunk != min(units_per_chunk,
+                                                                    max(store.n_units, 1)):
+        return None
+    return store
+
+
+def _workers(map_partitions: Mapper | None, n_workers: int | None) -> int:
+    """Workers that will run the tasks: given, announced by the mapper, or this process."""
+    if n_workers is not None:
+        return max(1, int(n_workers))
+    return max(1, int(getattr(map_partitions, "n_workers", 1) or 1))
 
 
 def ingest(
@@ -142,7 +215,7 @@ def ingest(
     chip_size: int = 32,
     bands: Sequence[int | str] | None = None,
     min_valid_fraction: float = 0.5,
-    units_per_chunk: int = 1024,
+    units_per_chunk: int | None = None,
     crs: str | None = None,
     resolution: float | None = None,
     resampling: str | None = None,
@@ -151,6 +224,8 @@ def ingest(
     apply_scale_offset: bool = True,
     resume: bool = True,
     map_partitions: Mapper | None = None,
+    n_workers: int | None = None,
+    compression: str | None = None,
 ) -> IngestResult:
     """Cut a chip, or a dated stack of chips, around every unit into a tile store.
 
@@ -171,8 +246,10 @@ def ingest(
         1-based indexes or band descriptions, taken from the first raster; default all.
     min_valid_fraction : float, default=0.5
         Units whose best date has a smaller fraction of valid pixels are skipped.
-    units_per_chunk : int, default=1024
-        Units per store chunk and per task.
+    units_per_chunk : int, optional
+        Units per store chunk and per task. Default: sized from the chip's bytes and the
+        worker count (:func:`pipeline.partition.units_per_chunk_for`, ~16 MiB a chunk);
+        a resumed store keeps the chunk size it was created with.
     crs, resolution : optional
         Target grid; default the first raster's own CRS and pixel size. When given, every
         raster is read through a WarpedVRT onto that grid.
@@ -189,6 +266,13 @@ def ingest(
         Reuse finished chunks of an interrupted run with identical inputs.
     map_partitions : callable, optional
         ``map_partitions(func, tasks)`` returning results in task order; default a loop here.
+        A mapper with an ``n_workers`` attribute sizes the chunks for that many workers, and
+        one with a ``prepare(n_tasks)`` method is told the task count before the store is
+        created, so it can start its workers while the driver is still busy.
+    n_workers : int, optional
+        Workers to size chunks for (overrides the mapper's ``n_workers``).
+    compression : {None, "lz4"}, default=None
+        Codec of the stored chips (see :func:`pipeline.store.create_store`).
 
     Returns
     -------
@@ -199,9 +283,11 @@ def ingest(
         raise ConfigError(f"chip_size must be a positive integer. Got {chip_size} instead.")
     if not 0.0 <= min_valid_fraction <= 1.0:
         raise ConfigError(f"min_valid_fraction must be in [0, 1]. Got {min_valid_fraction} instead.")
+    if compression not in (None, "none", "lz4"):
+        raise ConfigError(f"compression must be None, 'none' or 'lz4'. Got {compression!r}.")
     if polygons not in ("centroid", "bounds"):
         raise ConfigError(f"polygons must be 'centroid' or 'bounds'. Got {polygons!r} instead.")
-    sources = [describe_raster(p) for p in expand_imagery(imagery)]
+    sources = [describe_raster(p) for p in expand_imagery(imagery, bands)]
     groups = group_by_date(sources, dates)
     first = sources[0]
     indexes = resolve_bands(first, bands)
@@ -228,16 +314,22 @@ def ingest(
             "that the units file's CRS is right and that the imagery covers the study area."
         )
     keep = np.flatnonzero(covered)
-    keep = keep[_hilbert_order(centres[keep])]
+    keep = keep[_hilbert_order(windows[keep])]
     band_names = [first.band_names[i - 1] for i in indexes]
     fingerprint = _fingerprint(
-        ids=ids[keep].tolist(), windows=windows[keep].tolist(), chip=chip_size, bands=indexes,
-        sources=[s.sha256 for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
-        dtype=dtype, per_chunk=units_per_chunk, warp=warp, resampling=resampling,
-        dates=[d for d, _ in groups],
+        ids[keep], windows[keep], chip=chip_size, bands=indexes,
+        sources=[s.sha256 or s.path for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
+        dtype=dtype, warp=warp, resampling=resampling, dates=[d for d, _ in groups],
+        compression=compression,
     )
     out = Path(out)
-    store = _reusable(out, fingerprint) if resume else None
+    store = _reusable(out, fingerprint, units_per_chunk) if resume else None
+    per_chunk = units_per_chunk or units_per_chunk_for(
+        keep.size, chip_size=chip_size, n_bands=len(indexes), n_dates=len(groups),
+        itemsize=np.dtype(dtype).itemsize, n_workers=_workers(map_partitions, n_workers))
+    prepare = getattr(map_partitions, "prepare", None)
+    if callable(prepare):
+        prepare(-(-keep.size // (store.units_per_chunk if store else per_chunk)))
     if store is None:
         check_replaceable(out)
         if out.exists():
@@ -246,8 +338,8 @@ def ingest(
             out, unit_ids=ids[keep], n_dates=len(groups), band_names=band_names,
             chip_size=chip_size, dtype=dtype, crs=grid.crs, pixel_size=grid.resolution,
             dates=[d for d, _ in groups], centres=centres[keep],
-            sources=[s.as_record() for s in sources], units_per_chunk=units_per_chunk,
-            nodata=first.nodata,
+            sources=[s.as_record() for s in sources], units_per_chunk=per_chunk,
+            nodata=first.nodata, compression=compression,
             extra_attrs={"fingerprint": fingerprint, "transform": list(grid.transform)[:6],
                          "scale_offset_applied": scaled, "polygons": polygons,
                          "resampling": None if not warp else (resampling or "by dtype")},

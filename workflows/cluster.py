@@ -8,11 +8,11 @@ code runs on a laptop, a LocalCluster sized to the machine, or an existing sched
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
-import signal
-import threading
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -24,6 +24,55 @@ Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterable[Any]]
 
 # Below this many tasks, starting worker processes (about 2-3 s) costs more than it saves.
 AUTO_MIN_TASKS = 16
+
+
+def _size(task: Any) -> int:
+    try:
+        return len(task)
+    except TypeError:
+        return 1
+
+
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Keep spawned worker processes from re-running the driver's ``__main__`` script.
+
+    multiprocessing's spawn re-executes the main script in every child (to find functions
+    defined there); for the ``eocausal`` console script that means importing the whole CLI
+    (torch, sklearn, econml: seconds of CPU per worker, on the cores the driver needs). A
+    main module whose spec is named ``__main__`` is skipped by spawn, so during start-up the
+    script gets that spec. Tasks are library functions (or cloudpickled by value), so no
+    worker needs the driver's script.
+    """
+    import importlib.machinery
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
+
+
+def _warm_up() -> None:
+    import eocausal.pipeline.partition  # noqa: F401
+
+
+def _ignore_ctrl_c() -> None:
+    """On an embedded LocalCluster's workers: leave Ctrl-C to the driver.
+
+    A terminal's Ctrl-C reaches the whole process group; workers would each print tracebacks
+    while the driver alone closes the cluster in order. Workers of a user's own cluster
+    (``--scheduler ADDRESS``) keep their signals.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def quiet_dask_logging(verbose: bool | None = None) -> None:
@@ -41,28 +90,6 @@ def quiet_dask_logging(verbose: bool | None = None) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _size(task: Any) -> int:
-    try:
-        return len(task)
-    except TypeError:
-        return 1
-
-
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Start worker processes with SIGINT ignored: Ctrl-C in a terminal reaches the whole
-    process group, and the workers would each print tracebacks. This process alone handles
-    it and closes the cluster in order (a process that starts with SIGINT ignored keeps it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _Runner:
     """Runs task lists in this process or on dask, starting a LocalCluster only when needed."""
 
@@ -71,6 +98,42 @@ class _Runner:
         self.scheduler, self.workers, self.desc = scheduler, workers, desc
         self.progress, self.stack = progress, stack
         self.client: Any = None
+        self._starting: concurrent.futures.Future | None = None
+
+    @property
+    def n_workers(self) -> int:
+        """Workers that tasks will run on, so stages can size chunks before they start."""
+        if self.scheduler == "synchronous":
+            return 1
+        if self.scheduler in (None, "local"):
+            return self.workers or os.cpu_count() or 1
+        return len(self._dask_client().scheduler_info().get("workers", {})) or 1
+
+    def _in_process(self, n_tasks: int) -> bool:
+        return self.scheduler == "synchronous" or (
+            self.scheduler is None and n_tasks < AUTO_MIN_TASKS and self.client is None)
+
+    def prepare(self, n_tasks: int) -> None:
+        """Start the workers in a background thread when ``n_tasks`` will need them.
+
+        Worker processes take seconds to start (a fresh interpreter importing dask and the
+        task's modules); starting them while the driver still plans (creating the store,
+        building tasks) takes that time off the critical path.
+        """
+        if not self._in_process(n_tasks):
+            self._begin()
+
+    def _begin(self) -> None:
+        if self.client is None and self._starting is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+            self._starting = pool.submit(self._start_client)
+            pool.shutdown(wait=False)
+
+    def wait_started(self) -> None:
+        """Let a background start finish (so closing the mapper closes what it started)."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                self._starting.result()
 
     def _bar(self, tasks: list[Any]) -> Any:
         from tqdm.auto import tqdm  # imported on first use: it pulls in asyncio
@@ -81,34 +144,39 @@ class _Runner:
 
     def _dask_client(self) -> Any:
         if self.client is None:
-            from dask.distributed import Client, LocalCluster
-
-            quiet_dask_logging()
-
-            if self.scheduler in (None, "local"):
-                n_workers = self.workers or os.cpu_count() or 1
-                with _workers_ignore_ctrl_c():
-                    cluster = self.stack.enter_context(LocalCluster(
-                        n_workers=n_workers, threads_per_worker=1, processes=True,
-                        dashboard_address=None, silence_logs=logging.ERROR,
-                    ))
-                self.client = self.stack.enter_context(Client(cluster))
-            else:
-                self.client = self.stack.enter_context(Client(self.scheduler, timeout="30s"))
+            self._begin()
+            self.client = self._starting.result()
             log.info("dask client: %s", self.client)
         return self.client
 
-    @property
-    def n_workers(self) -> int:
-        """Worker processes the tasks would run on (1 in this process); starts no cluster
-        that is not running yet unless the scheduler names one."""
-        if self.scheduler == "synchronous" or (self.scheduler is None and self.client is None):
-            return 1
-        return max(1, len(self._dask_client().scheduler_info().get("workers", {})))
+    def _start_client(self) -> Any:
+        from dask.distributed import Client, LocalCluster
+
+        quiet_dask_logging()
+        local = self.scheduler in (None, "local")
+        if local:
+            n_workers = self.workers or os.cpu_count() or 1
+            with _workers_skip_main():
+                cluster = LocalCluster(
+                    n_workers=n_workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                )
+            self.stack.callback(cluster.close)
+            client = Client(cluster)
+        else:
+            client = Client(self.scheduler, timeout="30s")
+        # Closed by callback, not as a context manager: a Client entered in this (starting)
+        # thread could not be exited from the caller's thread.
+        self.stack.callback(client.close)
+        # Import the ingestion task's modules (rasterio, zarr) on every worker now, not
+        # inside the first task of each.
+        client.run(_warm_up)
+        if local:
+            client.run(_ignore_ctrl_c)
+        return client
 
     def __call__(self, func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
-        in_process = self.scheduler == "synchronous" or (
-            self.scheduler is None and len(tasks) < AUTO_MIN_TASKS and self.client is None)
+        in_process = self._in_process(len(tasks)) and self._starting is None
         with self._bar(tasks) as bar:
             if in_process:
                 results = []
@@ -118,10 +186,21 @@ class _Runner:
                 return results
             from dask.distributed import as_completed
 
+            self._begin()
+            results: list[Any] = [None] * len(tasks)
+            first = 0
+            # Until the workers are up, this process runs tasks itself, so the cluster's
+            # start-up (seconds of imports per worker) is off the critical path.
+            while (first < len(tasks) and self.client is None and self._starting is not None
+                   and not self._starting.done()):
+                results[first] = func(tasks[first])
+                bar.update(_size(tasks[first]))
+                first += 1
+            if first == len(tasks):
+                return results
             client = self._dask_client()
-            futures = client.map(func, tasks, pure=False)
-            order = {f.key: i for i, f in enumerate(futures)}
-            results = [None] * len(futures)
+            futures = client.map(func, tasks[first:], pure=False)
+            order = {f.key: first + i for i, f in enumerate(futures)}
             for future in as_completed(futures):
                 index = order[future.key]
                 results[index] = future.result()
@@ -148,6 +227,16 @@ def partition_mapper(
         always a LocalCluster. Anything else: the address of a running dask scheduler.
     workers : int, optional
         Worker processes of the LocalCluster (default: one per core).
+
+    The mapper has ``n_workers`` (stages size their chunks with it) and ``prepare(n_tasks)``
+    (stages call it as soon as they know their task count, and a cluster that will be
+    needed starts in the background). ``"local"`` starts its cluster at once.
     """
     with contextlib.ExitStack() as stack:
-        yield _Runner(scheduler, workers, desc, progress, stack)
+        runner = _Runner(scheduler, workers, desc, progress, stack)
+        if scheduler == "local":
+            runner.prepare(AUTO_MIN_TASKS)
+        try:
+            yield runner
+        finally:
+            runner.wait_started()

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 import yaml
 from eocausal.models.effects.panel_settings import PanelSettings
 from eocausal.models.effects.settings import EffectSettings
+from eocausal.pipeline.remote import is_remote
 from eocausal.workflows.maps.settings import MapSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -65,7 +66,10 @@ class ChipsSection(_Section):
     size: int = Field(32, ge=1, le=4096)
     polygons: Literal["centroid", "bounds"] = "centroid"
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    units_per_chunk: int = Field(1024, ge=1)
+    units_per_chunk: int | None = Field(
+        None, ge=1, description="units per store chunk (default: sized from the chip's bytes "
+                                "and the workers, about 16 MiB a chunk)")
+    compression: str | None = Field(None, description="chip compression, e.g. 'lz4' (default raw)")
 
 
 class EncoderSection(_Section):
@@ -217,7 +221,7 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
         return path if path.is_absolute() else (base / path)
 
     config.units.path = resolve(config.units.path)
-    config.imagery.paths = [str(resolve(p)) for p in config.imagery.paths]
+    config.imagery.paths = [p if is_remote(p) else str(resolve(p)) for p in config.imagery.paths]
     config.encoder.weights = resolve(config.encoder.weights)
     if config.patches is not None:
         config.patches.path = resolve(config.patches.path)

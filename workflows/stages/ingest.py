@@ -69,7 +69,7 @@ def ingest_stage(ctx: StageContext) -> IngestOutput:
         result = ingest_patches(units, p.path, paths.tiles, key_column=p.key_column,
                                 keys=p.keys, images=p.images, channels_last=p.channels_last,
                                 band_names=p.band_names,
-                                units_per_chunk=config.chips.units_per_chunk)
+                                units_per_chunk=config.chips.units_per_chunk or 1024)
     else:
         if not config.imagery.paths:
             raise ConfigError("The config names no imagery: set 'imagery.paths', 'patches' or "
@@ -82,7 +82,7 @@ def ingest_stage(ctx: StageContext) -> IngestOutput:
                         units_per_chunk=chips.units_per_chunk, crs=img.crs,
                         resolution=img.resolution, resampling=img.resampling, dates=img.dates,
                         polygons=chips.polygons, apply_scale_offset=img.apply_scale_offset,
-                        map_partitions=ctx.mapper)
+                        map_partitions=ctx.mapper, compression=chips.compression)
     with atomic_path(paths.skipped) as tmp:
         result.skipped.to_csv(tmp, index=False)
     ctx.echo(f"ingested {result.n_usable} of {len(units)} units into {result.store_path} "
