@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from eocausal.files import atomic_write_text
 from eocausal.workflows.paths import RunPaths
+
+from eocausal.files import atomic_write_text
 
 __all__ = ["LABELS", "findings", "write_report"]
 

@@ -272,31 +272,15 @@ def test_ingest_workers_import_no_models(first_run, tmp_path):
     config = config_from_dict({
         "units": {"path": str(out / "world" / "units.gpkg")},
         "imagery": {"paths": [str(p) for p in (out / "world").glob("scene_*.tif")]},
-        "chips": {"size": 16, "units_per_chunk": 64}})
+        "chips": {"size": 16, "units_per_chunk": 8}})
     with partition_mapper("local", 1, progress=False) as mapper:
         result = ingest_stage(StageContext(config, RunPaths(tmp_path), mapper=mapper,
                                            with_outcome=False))
-        assert result.n_usable == 300 and result.chunks_total == 5
-        assert mapper.client is not None
-        assert list(mapper.client.run(_heavy_modules).values()) == [[]]
+        assert result.n_usable == 300 and result.chunks_total == 38
+        mapper.wait_started()
+        # the worker that ingested (warmed up with the ingestion modules) holds no models
+        assert mapper(_worker_modules, list(range(20))) == [[]] * 20
 
 
-def test_a_replaced_model_file_is_never_unpickled(first_run, tmp_path):
-    import shutil
-
-    from eocausal.errors import InputFileError
-
-    out, _ = first_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    marker = tmp_path / "pwned"
-    import pickle
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    (copy / "estimator.joblib").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(InputFileError, match="Refusing to load"):
-        run_config(config_from_dict(TINY), copy, progress=False, force=("map",))
-    assert not marker.exists()
+def _worker_modules(_: int) -> list[str]:
+    return _heavy_modules()
