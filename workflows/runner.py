@@ -91,6 +91,7 @@ def run_config(config: RunConfig, run_dir: str | Path, *, echo: Echo | None = No
     summary = json.loads(paths.summary.read_text())
     names = [paths.manifest, paths.tiles, paths.skipped, paths.features, paths.effects,
              paths.estimator, paths.ate_table, paths.summary, paths.report, paths.evaluation,
-             paths.cate_tif, paths.cate_png]
+             paths.effect_tif, paths.effect_png, paths.effect_html, paths.cells_parquet,
+             paths.aggregates_gpkg, paths.targets_csv]
     outputs = {str(p.relative_to(paths.root)): p for p in names if p.exists()}
     return RunResult(paths.root, summary, outputs, status)

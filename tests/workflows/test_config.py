@@ -21,7 +21,7 @@ def test_demo_config_is_valid():
 
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'chips.sise'; valid keys here are "
-                                          r"\['min_valid_fraction', 'polygons', 'size', 'units_per_chunk'\]"):
+                                          r"\['compression', 'min_valid_fraction', 'polygons', 'size', 'units_per_chunk'\]"):
         config_from_dict({"chips": {"sise": 32}})
 
 
