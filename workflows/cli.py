@@ -185,11 +185,13 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
 
 
 def _register_stage_commands() -> None:
+    from eocausal.workflows.cli_clusters import clusters
     from eocausal.workflows.cli_encode import encode
     from eocausal.workflows.cli_estimate import estimate
 
     cli.add_command(encode)
     cli.add_command(estimate)
+    cli.add_command(clusters)
 
 
 _register_stage_commands()

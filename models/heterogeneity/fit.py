@@ -17,9 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import clone
-
-from eocausal.errors import ConfigError, EstimationError
 from eocausal.models.effects.crossfit import make_folds
 from eocausal.models.effects.propensity import make_propensity_model
 from eocausal.models.features.encode import resolve_device
@@ -30,10 +27,15 @@ from eocausal.models.heterogeneity.train import (
     build_network,
     draw_posterior,
     heldout_log_likelihood,
+    place_table,
     train_network,
 )
+from sklearn.base import clone
 
-__all__ = ["ClusterInputs", "ClusterModel", "ClusterResult", "fit_clusters", "make_inputs"]
+from eocausal.errors import ConfigError, EstimationError
+
+__all__ = ["ClusterInputs", "ClusterModel", "ClusterResult", "fit_clusters", "fit_model",
+           "make_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -230,21 +232,6 @@ def _select(curves: dict[int, np.ndarray]) -> tuple[int, pd.DataFrame]:
     return int(ok["k"].min()), table
 
 
-def _unit_table(inputs: ClusterInputs, d: Draws) -> pd.DataFrame:
-    probs = d.probs
-    out = {"unit_id": inputs.unit_ids}
-    for j in range(probs.shape[2]):
-        out[f"p_cluster_{j + 1}"] = probs[:, :, j].mean(0)
-        out[f"p_cluster_{j + 1}_lo"] = np.quantile(probs[:, :, j], 0.025, axis=0)
-        out[f"p_cluster_{j + 1}_hi"] = np.quantile(probs[:, :, j], 0.975, axis=0)
-    out["cluster"] = probs.mean(0).argmax(1) + 1
-    mu = d.mu if d.mu.ndim == 3 else d.mu[:, None, :]  # per-unit fold draws or shared
-    out["tau_mean"] = (probs * mu).sum(2).mean(0)
-    out["tau_lo"] = np.quantile(d.tau, 0.025, axis=0)
-    out["tau_hi"] = np.quantile(d.tau, 0.975, axis=0)
-    return pd.DataFrame(out)
-
-
 def _stack_heldout(parts: list[tuple[np.ndarray, Draws]], n: int) -> Draws:
     s, k = parts[0][1].probs.shape[0], parts[0][1].probs.shape[2]
     probs, tau = np.empty((s, n, k)), np.empty((s, n))
@@ -255,6 +242,22 @@ def _stack_heldout(parts: list[tuple[np.ndarray, Draws]], n: int) -> Draws:
     for rows, d in parts:
         mu_units[:, rows] = d.mu[:, None, :]
     return Draws(probs, mu_units, np.zeros((s, k)), tau)
+
+
+def fit_model(inputs: ClusterInputs, settings: ClustersSettings | None = None) -> ClusterModel:
+    """One model with ``settings.k`` clusters fitted on every unit, without cross-fitting.
+
+    For predicting at new places and for salience when held-out outputs are not needed;
+    :func:`fit_clusters` returns the same full-data model as ``result.model``.
+    """
+    s = settings or ClustersSettings()
+    if s.k == "auto":
+        raise ConfigError("fit_model needs a fixed k; use fit_clusters to choose K.")
+    _check_sizes(len(inputs.treatment), [int(s.k)])
+    folds = make_folds(inputs.treatment.astype(int), cv=s.cv, groups=inputs.groups,
+                       random_state=s.seed)
+    fitter = _Fitter(inputs, s, _propensity(inputs, s, folds))
+    return fitter.fit(np.arange(len(inputs.treatment)), int(s.k), seed=s.seed + 7)
 
 
 def fit_clusters(inputs: ClusterInputs, settings: ClustersSettings | None = None, *,
@@ -307,7 +310,7 @@ def fit_clusters(inputs: ClusterInputs, settings: ClustersSettings | None = None
         k, selection = ks[0], None
     model = fitter.fit(np.arange(n), k, seed=s.seed + 7)
     full = model.draws(inputs.images, seed=s.seed + 11)
-    units = _unit_table(inputs, _stack_heldout(heldout[k], n))
+    units = place_table(inputs.unit_ids, _stack_heldout(heldout[k], n))
     mu_sd = torch.nn.functional.softplus(model.net.mu_rho.detach()).numpy() * model.y_sd
     mu = model.net.mu_loc.detach().numpy() * model.y_sd
     clusters = pd.DataFrame({

@@ -45,12 +45,20 @@ class BayesLinear(nn.Module):
         self.bias_loc = nn.Parameter(torch.zeros(out_features))
         self.bias_rho = nn.Parameter(torch.full((out_features,), _RHO_INIT))
 
-    def forward(self, x: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sample: bool = True, n_samples: int | None = None
+                ) -> torch.Tensor:
+        """(N, out) with one weight draw (or the means); (S, N, out) with ``n_samples``."""
         if not sample:
             return F.linear(x, self.weight_loc, self.bias_loc)
-        w = self.weight_loc + _softplus(self.weight_rho) * torch.randn_like(self.weight_loc)
-        b = self.bias_loc + _softplus(self.bias_rho) * torch.randn_like(self.bias_loc)
-        return F.linear(x, w, b)
+        if n_samples is None:
+            w = self.weight_loc + _softplus(self.weight_rho) * torch.randn_like(self.weight_loc)
+            b = self.bias_loc + _softplus(self.bias_rho) * torch.randn_like(self.bias_loc)
+            return F.linear(x, w, b)
+        shape = (n_samples, *self.weight_loc.shape)
+        w = self.weight_loc + _softplus(self.weight_rho) * torch.randn(shape, device=x.device)
+        b = self.bias_loc + _softplus(self.bias_rho) * torch.randn(
+            (n_samples, 1, self.bias_loc.shape[0]), device=x.device)
+        return torch.einsum("nh,skh->snk", x, w) + b
 
     def kl(self) -> torch.Tensor:
         return (_kl_normal(self.weight_loc, _softplus(self.weight_rho), 0.0, self.prior_sd)
@@ -127,12 +135,15 @@ class ClusterNet(nn.Module):
         self.log_noise = nn.Parameter(torch.zeros(()))
 
     # -- posterior pieces ---------------------------------------------------------------
-    def draw(self, sample: bool = True) -> PosteriorDraw:
-        """A draw of (mu, sigma), or their posterior means with ``sample=False``."""
+    def draw(self, sample: bool = True, n_samples: int | None = None) -> PosteriorDraw:
+        """A draw of (mu, sigma) of shape (K,), ``n_samples`` of them as (S, K), or their
+        posterior means with ``sample=False``."""
         if not sample:
             return PosteriorDraw(self.mu_loc, torch.exp(self.log_sigma_loc))
-        mu = self.mu_loc + _softplus(self.mu_rho) * torch.randn_like(self.mu_loc)
-        log_sigma = self.log_sigma_loc + _softplus(self.log_sigma_rho) * torch.randn_like(self.mu_loc)
+        shape = self.mu_loc.shape if n_samples is None else (n_samples, *self.mu_loc.shape)
+        eps = torch.randn((2, *shape), device=self.mu_loc.device)
+        mu = self.mu_loc + _softplus(self.mu_rho) * eps[0]
+        log_sigma = self.log_sigma_loc + _softplus(self.log_sigma_rho) * eps[1]
         return PosteriorDraw(mu, torch.exp(log_sigma))
 
     def kl(self) -> torch.Tensor:
@@ -157,16 +168,14 @@ class ClusterNet(nn.Module):
         h = self.encoder(x)
         m = self.outcome_mean(h, covariates)
         noise_var = torch.exp(2 * self.log_noise)
-        out = []
-        for _ in range(n_draws):
-            log_pi = self.cluster_log_probs(h)
-            d = self.draw()
-            mubar = log_pi.exp() @ d.mu
-            mean = (m - propensity * mubar)[:, None] + treatment[:, None] * d.mu[None, :]
-            var = noise_var + treatment[:, None] * (d.sigma**2)[None, :]
-            log_norm = -0.5 * (torch.log(2 * math.pi * var) + (outcome[:, None] - mean) ** 2 / var)
-            out.append(torch.logsumexp(log_pi + log_norm, dim=-1))
-        return torch.stack(out)
+        log_pi = F.log_softmax(self.cluster_head(h, n_samples=n_draws), dim=-1)  # (S, N, K)
+        d = self.draw(n_samples=n_draws)  # (S, K)
+        mubar = (log_pi.exp() * d.mu[:, None, :]).sum(-1)  # (S, N)
+        t = treatment[None, :, None]
+        mean = (m - propensity * mubar)[..., None] + t * d.mu[:, None, :]
+        var = noise_var + t * (d.sigma**2)[:, None, :]
+        log_norm = -0.5 * (torch.log(2 * math.pi * var) + (outcome[None, :, None] - mean) ** 2 / var)
+        return torch.logsumexp(log_pi + log_norm, dim=-1)
 
     def loss(self, x: torch.Tensor, covariates: torch.Tensor | None, treatment: torch.Tensor,
              propensity: torch.Tensor, outcome: torch.Tensor, n_train: int,

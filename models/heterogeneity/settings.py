@@ -33,8 +33,8 @@ class ClustersSettings(BaseModel):
         "features", description="features: an MLP on a features table; cnn: a small CNN "
                                 "trained end to end on the chips of the tile store.")
     hidden: int = Field(32, ge=1, description="Width of the shared representation.")
-    epochs: int = Field(150, ge=1, description="Passes over the training units per fit.")
-    batch_size: int = Field(128, ge=2, description="Units per optimiser step.")
+    epochs: int = Field(100, ge=1, description="Passes over the training units per fit.")
+    batch_size: int = Field(64, ge=2, description="Units per optimiser step.")
     learning_rate: float = Field(0.01, gt=0.0, lt=10.0, description="Adam step size.")
     weight_decay: float = Field(1e-4, ge=0.0, description="L2 penalty of the point-estimated weights.")
     n_draws: int = Field(4, ge=1, description="Posterior draws per step (reparameterised).")

@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
-
 from eocausal.models.heterogeneity.network import ChipCNN, ClusterNet, FeatureMLP
 
 __all__ = ["Draws", "NetData", "build_network", "draw_posterior", "heldout_log_likelihood",
-           "train_network"]
+           "place_table", "train_network"]
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,19 @@ def heldout_log_likelihood(net: ClusterNet, data: NetData, *, n_draws: int = 100
         ll = net.log_likelihood(x[s], cov[s], t[s], e[s], y[s], n_draws)
         parts.append(torch.logsumexp(ll, 0) - np.log(n_draws))
     return torch.cat(parts).cpu().numpy().astype(np.float64)
+
+
+def place_table(unit_ids: np.ndarray, draws: Draws) -> pd.DataFrame:
+    """Per-place summary of posterior draws (see module docstring for the columns)."""
+    out: dict[str, np.ndarray] = {"unit_id": np.asarray(unit_ids).astype(str)}
+    probs = draws.probs
+    for j in range(probs.shape[2]):
+        out[f"p_cluster_{j + 1}"] = probs[:, :, j].mean(0)
+        out[f"p_cluster_{j + 1}_lo"] = np.quantile(probs[:, :, j], 0.025, axis=0)
+        out[f"p_cluster_{j + 1}_hi"] = np.quantile(probs[:, :, j], 0.975, axis=0)
+    out["cluster"] = probs.mean(0).argmax(1) + 1
+    mu = draws.mu if draws.mu.ndim == 3 else draws.mu[:, None, :]
+    out["tau_mean"] = (probs * mu).sum(2).mean(0)
+    out["tau_lo"] = np.quantile(draws.tau, 0.025, axis=0)
+    out["tau_hi"] = np.quantile(draws.tau, 0.975, axis=0)
+    return pd.DataFrame(out)
