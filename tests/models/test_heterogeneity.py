@@ -20,12 +20,14 @@ from sklearn.metrics import adjusted_rand_score
 from eocausal.errors import ConfigError, EstimationError
 from tests.models.cluster_worlds import planted_world
 
-FAST = {"epochs": 60, "n_predictive_draws": 100}
+FAST = {"epochs": 60, "batch_size": 32, "cv": 2, "n_predictive_draws": 100}
 
 
 @pytest.fixture(scope="module")
 def world() -> dict:
-    return planted_world(5, n_units=900, n_clusters=2, scene_size=256, chip_size=16)
+    w = planted_world(5, n_units=600, n_clusters=2, scene_size=256, chip_size=16)
+    w["features"] = w["features"][:, :6]  # band means: what the planted clusters are made of
+    return w
 
 
 def _inputs(w: dict):
@@ -42,12 +44,14 @@ def test_heldout_clusters_match_the_planted_ones(world: dict, result: ClusterRes
     assert adjusted_rand_score(world["cluster"], result.units["cluster"]) >= 0.85
 
 
-def test_mu_intervals_and_implied_ate_cover_the_truth(world: dict, result: ClusterResult) -> None:
+def test_cluster_effects_and_implied_ate_near_the_truth(world: dict, result: ClusterResult) -> None:
+    # coverage is a statistical claim, measured over 20 seeds in benchmarks/bench_clusters.py
     c = result.clusters
-    truth = np.sort(world["true_mu"])
-    assert ((c["mu_lo"] <= truth) & (truth <= c["mu_hi"])).all(), (c, truth)
-    assert result.ate_lo <= world["ate"] <= result.ate_hi
-    assert result.ate_hi - result.ate_lo < 0.6
+    truth = np.sort(world["true_mu"])  # -2.13 and 3.87: a gap of 6
+    np.testing.assert_allclose(c["mu"], truth, atol=0.3)
+    assert abs(result.ate - world["ate"]) < 0.3
+    assert (c["mu_lo"] < c["mu"]).all() and (c["mu"] < c["mu_hi"]).all()
+    assert 0.1 < result.ate_hi - result.ate_lo < 0.8
 
 
 def test_clusters_are_ordered_by_mu(result: ClusterResult) -> None:
@@ -66,7 +70,7 @@ def test_per_unit_columns_and_intervals(result: ClusterResult) -> None:
                                "tau_mean", "tau_lo", "tau_hi"]
     np.testing.assert_allclose(u["p_cluster_1"] + u["p_cluster_2"], 1.0, atol=1e-6)
     assert (u["p_cluster_1_lo"] <= u["p_cluster_1"]).all() and (u["p_cluster_1"] <= u["p_cluster_1_hi"]).all()
-    assert (u["tau_lo"] < u["tau_mean"]).all() and (u["tau_mean"] < u["tau_hi"]).all()
+    assert (u["tau_lo"] <= u["tau_mean"]).all() and (u["tau_mean"] <= u["tau_hi"]).all()
 
 
 def test_same_seed_repeats_other_seed_differs(world: dict) -> None:
@@ -79,19 +83,19 @@ def test_same_seed_repeats_other_seed_differs(world: dict) -> None:
 
 
 def test_auto_picks_the_planted_k(world: dict) -> None:
-    r = fit_clusters(_inputs(world), ClustersSettings(k="auto", k_range=(2, 4), cv=2, **FAST),
+    r = fit_clusters(_inputs(world), ClustersSettings(k="auto", k_range=(2, 3), **FAST),
                      compare_one_cluster=False)
     assert r.k == 2
-    assert list(r.selection["k"]) == [2, 3, 4]
+    assert list(r.selection["k"]) == [2, 3]
 
 
 def test_predictions_at_new_places_follow_the_clusters(world: dict, result: ClusterResult) -> None:
     frame = pd.DataFrame(world["features"]).assign(unit_id=world["unit_ids"])
     places = predict_places(result.model, frame)
     assert len(places) == len(frame)
-    sure = places["p_cluster_2"] > 0.95
     mu = result.clusters["mu"].to_numpy()
-    np.testing.assert_allclose(places.loc[sure, "tau_mean"], mu[1], atol=0.1)
+    mixed = places["p_cluster_1"] * mu[0] + places["p_cluster_2"] * mu[1]
+    np.testing.assert_allclose(places["tau_mean"], mixed, atol=0.1)
     assert adjusted_rand_score(world["cluster"], places["cluster"]) >= 0.85
 
 
@@ -119,8 +123,8 @@ def test_k_too_large_for_n(world: dict) -> None:
 
 
 def test_all_units_in_one_arm(world: dict) -> None:
-    with pytest.raises(EstimationError, match="all 900 units are treated"):
-        make_inputs(world["unit_ids"], world["features"], np.ones(900), world["outcome"])
+    with pytest.raises(EstimationError, match="all 600 units are treated"):
+        make_inputs(world["unit_ids"], world["features"], np.ones(600), world["outcome"])
 
 
 @pytest.mark.parametrize(("values", "match"), [
