@@ -115,8 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--impure", action="store_true")
     parser.add_argument("--jsonl", default=None)
+    parser.add_argument("--summarise", default=None, help="Only print the tables of a --jsonl file.")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.summarise:
+        with open(args.summarise) as fh:
+            summarise(args.part, sorted((json.loads(line) for line in fh), key=lambda r: r["seed"]))
+        return
     if args.part == "speed":
         print("| batch | bare torch loop s/epoch | train_network s/epoch | ratio |\n|---|---|---|---|")
         for row in speed():

@@ -82,6 +82,17 @@ def test_same_seed_repeats_other_seed_differs(world: dict) -> None:
     assert not np.allclose(a.units["tau_mean"], c.units["tau_mean"])
 
 
+def test_auto_selection_table_follows_the_one_se_rule(world: dict) -> None:
+    r = fit_clusters(_inputs(world), ClustersSettings(k="auto", k_range=(2, 3), epochs=3, cv=2,
+                                                      n_predictive_draws=20),
+                     compare_one_cluster=False)
+    table = r.selection.set_index("k")
+    assert list(table.index) == [2, 3] and table.loc[r.k, "gap_to_best"] <= table.loc[r.k, "gap_se"]
+    assert table["gap_to_best"].min() == 0.0
+    assert r.clusters.shape[0] == r.k
+
+
+@pytest.mark.slow  # about 3 minutes on a loaded machine; the rule itself is tested above
 def test_auto_picks_the_planted_k(world: dict) -> None:
     r = fit_clusters(_inputs(world), ClustersSettings(k="auto", k_range=(2, 3), **FAST),
                      compare_one_cluster=False)
@@ -141,3 +152,23 @@ def test_settings_import_no_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_public_name_imports() -> None:
+    import eocausal.models.heterogeneity as het
+
+    for name in het.__all__:
+        assert getattr(het, name) is not None, name
+
+
+def test_observational_design_uses_a_crossfitted_propensity(world: dict) -> None:
+    # treatment now depends on the first feature (the blue band): logistic propensity
+    x0 = (world["features"][:, 0] - world["features"][:, 0].mean()) / world["features"][:, 0].std()
+    rng = np.random.default_rng(0)
+    t = (rng.uniform(size=x0.size) < 1 / (1 + np.exp(-x0))).astype(float)
+    outcome = world["outcome"] - world["treatment"] * world["cate"] + t * world["cate"]
+    inputs = make_inputs(world["unit_ids"], world["features"], t, outcome)
+    r = fit_clusters(inputs, ClustersSettings(k=2, design="observational", **{**FAST, "epochs": 40}),
+                     compare_one_cluster=False)
+    assert r.info["design"] == "observational"
+    np.testing.assert_allclose(r.clusters["mu"], np.sort(world["true_mu"]), atol=0.5)
