@@ -142,7 +142,7 @@ def write_cluster_outputs(result: ClusterResult, out_dir: str | Path, *,
         figures["k_selection"] = plot_selection(result.selection)
     if result.model.encoder == "cnn":
         for k in range(1, result.k + 1):
-            picks = select_examples(effects, k, n_examples)
+            picks = select_examples(effects, k, n_examples, result.inputs.images)
             for kind, rows in picks.items():
                 if rows.size == 0:
                     continue

@@ -62,12 +62,26 @@ def cluster_salience(model: ClusterModel, chips: np.ndarray, cluster: int, *,
     return out
 
 
-def select_examples(units: pd.DataFrame, cluster: int, n: int = 4) -> dict[str, np.ndarray]:
+def select_examples(units: pd.DataFrame, cluster: int, n: int = 4,
+                    images: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Row positions of the most typical (highest probability) and most uncertain (lowest
-    winning probability) units assigned to ``cluster``."""
+    winning probability) units assigned to ``cluster``; with ``images``, each image once
+    (units that share an image, as in a trial's image keys, are shown once)."""
     p = units[f"p_cluster_{cluster}"].to_numpy()
     assigned = np.flatnonzero(units["cluster"].to_numpy() == cluster)
-    if assigned.size == 0:
-        return {"typical": assigned, "uncertain": assigned}
     order = assigned[np.argsort(-p[assigned], kind="stable")]
-    return {"typical": order[:n], "uncertain": order[::-1][:n]}
+
+    def distinct(rows: np.ndarray) -> np.ndarray:
+        if images is None:
+            return rows[:n]
+        seen, keep = set(), []
+        for r in rows:
+            key = images[r].tobytes()
+            if key not in seen:
+                seen.add(key)
+                keep.append(r)
+            if len(keep) == n:
+                break
+        return np.asarray(keep, dtype=np.int64)
+
+    return {"typical": distinct(order), "uncertain": distinct(order[::-1])}
