@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     if args.summarise:
         with open(args.summarise) as fh:
-            summarise(args.part, sorted((json.loads(line) for line in fh), key=lambda r: r["seed"]))
+            by_seed = {r["seed"]: r for r in map(json.loads, fh)}  # reruns of a seed repeat it
+        summarise(args.part, [by_seed[k] for k in sorted(by_seed)])
         return
     if args.part == "speed":
         print("| batch | bare torch loop s/epoch | train_network s/epoch | ratio |\n|---|---|---|---|")
