@@ -92,7 +92,6 @@ def test_auto_selection_table_follows_the_one_se_rule(world: dict) -> None:
     assert r.clusters.shape[0] == r.k
 
 
-@pytest.mark.slow  # about 3 minutes on a loaded machine; the rule itself is tested above
 def test_auto_picks_the_planted_k(world: dict) -> None:
     r = fit_clusters(_inputs(world), ClustersSettings(k="auto", k_range=(2, 3), **FAST),
                      compare_one_cluster=False)
