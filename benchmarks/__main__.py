@@ -15,6 +15,7 @@ BENCHMARKS = [
     ["benchmarks.bench_encoders", "--threads", "1"],
     ["benchmarks.bench_estimators"],
     ["benchmarks.bench_panel", "--seeds", "20"],
+    ["benchmarks.bench_clusters", "--part", "speed"],  # recovery/auto: --part, about 1 h each
 ]
 
 if __name__ == "__main__":

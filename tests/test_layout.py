@@ -23,8 +23,10 @@ FORBIDDEN = {
     # The image side and the effect side of models never import each other.
     "eocausal.models.encoders": ("eocausal.models.effects", "eocausal.models.evaluation"),
     "eocausal.models.features": ("eocausal.models.effects", "eocausal.models.evaluation"),
-    "eocausal.models.effects": ("eocausal.models.encoders", "eocausal.models.features", "torch"),
-    "eocausal.models.evaluation": ("eocausal.models.encoders", "eocausal.models.features", "torch"),
+    "eocausal.models.effects": ("eocausal.models.encoders", "eocausal.models.features",
+                                "eocausal.models.heterogeneity", "torch"),
+    "eocausal.models.evaluation": ("eocausal.models.encoders", "eocausal.models.features",
+                                   "eocausal.models.heterogeneity", "torch"),
 }
 
 

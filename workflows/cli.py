@@ -34,7 +34,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "estimate": ("eocausal.workflows.cli_estimate", "estimate",
                  "Estimate ATE and per-unit effects from units and features."),
     "map": ("eocausal.workflows.cli_map", "map_command",
-            "Predict effects on a grid over the imagery of a finished run."),
+            "Map a finished run's predicted effects over a region (COG, GPKG, PNG, HTML)."),
+    "clusters": ("eocausal.workflows.cli_clusters", "clusters",
+                 "Image-cluster heterogeneity model: cluster effects, salience, per-unit effects."),
 }
 
 

@@ -21,10 +21,10 @@ from eocausal.workflows.cli_options import settings_options
 
 from eocausal.errors import ConfigError, EstimationError, InputFileError, MissingColumnError
 
-__all__ = ["estimate"]
+__all__ = ["estimate", "read_table"]
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
+def read_table(path: Path, what: str) -> pd.DataFrame:
     """CSV/TSV/Parquet with pandas; any vector format GDAL reads with geopandas."""
     if not path.is_file():
         raise InputFileError(f"{what} file '{path}' does not exist; check --{what}.")
@@ -123,14 +123,14 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
     from eocausal.workflows.stages.evaluate import evaluate_table
 
     estimator = check_settings(**settings)
-    units = _read_table(units_path, "units")
+    units = read_table(units_path, "units")
     covariate_cols = [c.strip() for c in covariates.split(",") if c.strip()]
     _require(units, [id_column, treatment_col, outcome_col, *covariate_cols], units_path,
              "--id-column/--treatment/--outcome/--covariates")
     feature_cols: list[str] = []
     table = units
     if features_path is not None:
-        features = _read_table(features_path, "features")
+        features = read_table(features_path, "features")
         fid = features_id or id_column
         _require(features, [fid], features_path, "--features-id")
         feature_cols = [c for c in features.columns
@@ -227,12 +227,12 @@ def _estimate_panel(units_path: Path, features_path: Path | None, out: Path, id_
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         covariates=[c.strip() for c in covariates.split(",") if c.strip()], cv=settings["cv"],
         n_components=settings["n_components"])
-    units = _read_table(units_path, "units")
+    units = read_table(units_path, "units")
     _require(units, [id_column, period_column, treatment_col, outcome_col, *panel.covariates],
              units_path, "--id-column/--period-column/--treatment/--outcome/--covariates")
     table, feature_cols, missing = units, [], None
     if features_path is not None:
-        features = _read_table(features_path, "features")
+        features = read_table(features_path, "features")
         _require(features, ["unit_id", period_column if period_column in features else "period"],
                  features_path, "--period-column")
         features = features.rename(columns={period_column: "period"})
