@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 import yaml
 from eocausal.models.effects.panel_settings import PanelSettings
 from eocausal.models.effects.settings import EffectSettings
+from eocausal.models.heterogeneity.settings import ClustersSettings
 from eocausal.pipeline.remote import is_remote
 from eocausal.workflows.maps.settings import MapSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -125,6 +126,7 @@ class RunConfig(_Section):
     encoder: EncoderSection = Field(default_factory=EncoderSection)
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
     panel: PanelSection | None = None
+    clusters: ClustersSettings | None = None
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     map: MapSettings = Field(default_factory=MapSettings)
     compute: ComputeSection = Field(default_factory=ComputeSection)

@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from eocausal.workflows.dag import Stage
+from eocausal.workflows.stages.clusters import (
+    clusters_outputs,
+    clusters_settings,
+    clusters_stage,
+)
 from eocausal.workflows.stages.encode import encode_inputs, encode_settings, encode_stage
 from eocausal.workflows.stages.estimate import estimate_settings, estimate_stage
 from eocausal.workflows.stages.evaluate import evaluate_settings, evaluate_stage
@@ -80,9 +85,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", run=lambda ctx: _record(evaluate_stage(ctx)), after=("estimate",),
           settings=evaluate_settings, outputs=lambda ctx: [ctx.paths.evaluation],
           enabled=lambda c: c.evaluation.enabled and c.panel is None),
+    Stage("clusters", run=clusters_stage, after=("encode", "estimate"),
+          settings=clusters_settings, outputs=clusters_outputs,
+          enabled=lambda c: c.clusters is not None and c.panel is None),
     Stage("map", run=map_stage, after=("encode", "estimate"), settings=map_settings,
           outputs=map_outputs, enabled=map_enabled),
-    Stage("report", run=report_stage, after=("simulate", "ingest", "estimate", "evaluate", "map"),
+    Stage("report", run=report_stage,
+          after=("simulate", "ingest", "estimate", "evaluate", "clusters", "map"),
           settings=report_settings, outputs=report_outputs),
 )
 

@@ -65,6 +65,10 @@ def build_summary(ctx: StageContext, timings: dict[str, float]) -> dict[str, Any
     skipped = pd.read_csv(paths.skipped) if paths.skipped.exists() else pd.DataFrame()
     effects = gpd.read_file(paths.effects) if paths.effects.exists() else None
     figures = dict(estimates.get("figures") or {})
+    for png in sorted((paths.clusters / "figures").glob("*.png")) if paths.clusters.is_dir() \
+            else []:
+        if not png.is_symlink():
+            figures[f"clusters_{png.stem}"] = str(png.relative_to(paths.root))
     for part in (evaluation, map_summary):
         figures.update((part or {}).get("figures") or {})
     reasons = (skipped["reason"].astype(str).str.split(":").str[0].value_counts().to_dict()
@@ -81,6 +85,7 @@ def build_summary(ctx: StageContext, timings: dict[str, float]) -> dict[str, Any
         "heterogeneity": evaluation,
         "panel": estimates.get("panel"),
         "targeting": (evaluation or {}).get("targeting"),
+        "clusters": _read_json(paths.clusters / "clusters.json"),
         "feature_sets": (evaluation or {}).get("feature_sets"),
         "map": map_summary,
         "truth": (None if effects is None else
