@@ -112,6 +112,16 @@ def expand_imagery(patterns: Sequence[str | Path],
             files.extend(matches)
         else:
             path = Path(text)
+            if path.is_symlink() and not path.exists():
+                try:
+                    path.resolve(strict=True)
+                except RuntimeError:  # Python raises RuntimeError for a symlink loop
+                    raise InputFileError(f"Imagery file '{path}' is a symbolic link that loops "
+                                         "back on itself; point it at a real raster.") from None
+                except OSError:
+                    pass
+                raise InputFileError(f"Imagery file '{path}' is a broken symbolic link (to "
+                                     f"'{path.readlink()}'); point it at a real raster.")
             if not path.exists():
                 raise InputFileError(f"Imagery file '{path}' does not exist. Check 'imagery.paths'.")
             files.append(path)

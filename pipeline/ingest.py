@@ -293,6 +293,7 @@ def ingest(
     indexes = resolve_bands(first, bands)
     _check_bands(sources, indexes)
     grid = make_target_grid(sources, crs=crs, resolution=resolution)
+    _check_chip_size(chip_size, grid, sources)
     warp = crs is not None or resolution is not None
     date_sources = _date_sources(groups, grid, warp, resampling)
     scaled = apply_scale_offset and any(s.has_scale_offset for s in sources)
@@ -360,6 +361,21 @@ def ingest(
     return _finish(store, ids[keep], skipped, min_valid_fraction, sources, len(tasks), len(done))
 
 
+def _check_chip_size(chip_size: int, grid: TargetGrid, sources: list[RasterSource]) -> None:
+    """A chip wider than every raster (on the target grid) can never be mostly valid: say so
+    before any work, not after minutes of reading."""
+    res = grid.resolution
+    res_x, res_y = (res, res) if isinstance(res, int | float) else (res[0], abs(res[-1]))
+    widths = [((s.bounds[2] - s.bounds[0]) / res_x, (s.bounds[3] - s.bounds[1]) / res_y)
+              for s in sources if s.bounds is not None and str(s.crs) == str(grid.crs)]
+    if widths and all(chip_size > min(w, h) for w, h in widths):
+        w, h = max(widths, key=lambda wh: min(wh))
+        raise ConfigError(
+            f"Chip size {chip_size} px is larger than every raster ({sources[0].path}: about "
+            f"{w:.0f} x {h:.0f} px on the target grid); choose 'chips.size' (--chip-size) of at "
+            f"most {int(min(w, h))} px.")
+
+
 def _check_bands(sources: list[RasterSource], indexes: list[int]) -> None:
     needed = max(indexes)
     short = [s.path for s in sources if s.count < needed]
@@ -400,7 +416,8 @@ def _finish(store: TileStore, ids: np.ndarray, skipped: list[dict[str, str]],
     log.info("Ingested %d units (%d usable, %d skipped)", len(ids), usable.sum(), len(skipped))
     if not usable.any():
         raise NoUsableUnitsError(
-            f"No unit has a chip with at least {min_valid_fraction:.0%} valid pixels in "
+            f"No unit has a chip with at least {min_valid_fraction:.0%} valid pixels (nodata, NaN "
+            f"and pixels outside the rasters are invalid) in "
             f"{[s.path for s in sources][:5]}. Lower 'chips.min_valid_fraction' or check nodata."
         )
     return IngestResult(store.path, len(ids), int(usable.sum()),

@@ -226,6 +226,18 @@ def _remote_pool() -> concurrent.futures.ThreadPoolExecutor:
     return _POOL[0]
 
 
+def _mask_non_finite(chips: np.ndarray, valid: np.ndarray) -> None:
+    """NaN and infinite pixels are no data, whether or not the file declares a nodata value:
+    they are marked invalid and zeroed, so band statistics stay finite."""
+    if not np.issubdtype(chips.dtype, np.floating):
+        return
+    finite = np.isfinite(chips)
+    if finite.all():
+        return
+    valid &= finite.all(axis=2)
+    chips[~finite] = 0
+
+
 def ingest_partition(task: PartitionTask) -> np.ndarray:
     """Read, mosaic and write every chip of one partition; return valid fractions (B, T)."""
     store = open_store(task.store_path)
@@ -239,6 +251,7 @@ def ingest_partition(task: PartitionTask) -> np.ndarray:
                 continue
             reader = _read_remote if source.remote and rows.size > 1 else _read_source
             reader(task, source, rows, t, chips, valid)
+    _mask_non_finite(chips, valid)
     store.write_units(task.start, chips, valid)
     fractions = valid.mean(axis=(2, 3))
     store.write_partition_summary(task.index, task.start, fractions, chips, valid)

@@ -141,3 +141,33 @@ def test_ingest_never_deletes_a_folder_it_did_not_write(tmp_path):
     ours = ingest(units, [SENTINEL2], tmp_path / "ours.zarr", chip_size=16)
     again = ingest(units, [SENTINEL2], tmp_path / "ours.zarr", chip_size=8)  # replaces our own
     assert ours.n_usable == again.n_usable == 1 and again.store.chip_size == 8
+
+
+def test_nan_pixels_are_invalid_and_statistics_stay_finite(tmp_path):
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+    from eocausal.pipeline.ingest import ingest
+    from eocausal.pipeline.units import UnitColumns, validate_units
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(0).random((2, 64, 64)).astype("float32")
+    data[:, :, :32] = np.nan  # left half NaN, and the file declares no nodata
+    data[1, 30, 44] = np.inf  # inside the data side's chip (rows 24-39, cols 40-55)
+    path = tmp_path / "nan.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32",
+                       crs="EPSG:32636", transform=from_origin(500000, 10000, 10, 10)) as dst:
+        dst.write(data)
+    xs, ys = [500000 + 10 * 16, 500000 + 10 * 48], [10000 - 10 * 32] * 2
+    units = validate_units(gpd.GeoDataFrame({"unit_id": ["nan_side", "data_side"]},
+                                            geometry=gpd.points_from_xy(xs, ys), crs="EPSG:32636"),
+                           UnitColumns(), require_outcome=False)
+    result = ingest(units, [path], tmp_path / "t.zarr", chip_size=16)
+    assert list(result.skipped["unit_id"]) == ["nan_side"]
+    assert "valid" in result.skipped["reason"].iloc[0]
+    store = result.store
+    assert np.isfinite(store.band_mean).all() and np.isfinite(store.band_std).all()
+    chips, valid = np.asarray(store.chips[:]), np.asarray(store.valid[:])
+    assert np.isfinite(chips).all()
+    i = list(store.unit_ids).index("data_side")
+    assert not valid[i, 0, 6, 4] and valid[i, 0].sum() == 16 * 16 - 1  # the inf pixel

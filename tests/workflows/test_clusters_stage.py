@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import geopandas as gpd
-
 from eocausal.workflows.config import config_from_dict
 from eocausal.workflows.runner import run_config
 

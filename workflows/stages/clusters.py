@@ -25,7 +25,6 @@ def clusters_outputs(ctx: StageContext) -> list[Path]:
 def clusters_stage(ctx: StageContext) -> dict[str, Any]:
     """Fit the cluster model (frozen features, or a CNN on the chips) and write its outputs."""
     import geopandas as gpd
-
     from eocausal.models.features.io import read_features
     from eocausal.models.heterogeneity.data import load_inputs
     from eocausal.models.heterogeneity.fit import fit_clusters
