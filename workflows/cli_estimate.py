@@ -125,6 +125,8 @@ def estimate(units_path: Path, features_path: Path | None, out: Path, id_column:
     estimator = check_settings(**settings)
     units = read_table(units_path, "units")
     covariate_cols = [c.strip() for c in covariates.split(",") if c.strip()]
+    if features_path is None and id_column not in units.columns:
+        units = units.assign(**{id_column: range(len(units))})  # no join: rows are the ids
     _require(units, [id_column, treatment_col, outcome_col, *covariate_cols], units_path,
              "--id-column/--treatment/--outcome/--covariates")
     feature_cols: list[str] = []

@@ -128,3 +128,21 @@ def test_nan_features_name_file_column_and_units(inputs, tmp_path) -> None:
     assert isinstance(result.exception, EstimationError)
     message = str(result.exception)
     assert "Feature column 'f2'" in message and "nan.parquet" in message and "unit ids" in message
+
+
+def test_image_free_estimate_on_401k(data_dir, tmp_path) -> None:
+    """Covariates alone (no --features): DML near the published ~$9,000 with sensitivity."""
+    out = tmp_path / "k401"
+    result = run(["--units", str(data_dir / "known_answer" / "sipp1991_401k.csv"),
+                  "--treatment", "e401", "--outcome", "net_tfa",
+                  "--covariates", "age,inc,educ,fsize,marr,twoearn,db,pira,hown",
+                  "--design", "observational", "--method", "linear_dml", "--no-evaluate",
+                  "--n-components", "none", "--out", str(out)])
+    assert result.exception is None, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_features"] == 0 and summary["n_covariates"] == 9
+    assert 5_000 < summary["ate"] < 12_000
+    aipw = summary["ate_estimators"]["estimates"]["aipw"]
+    assert aipw["lo"] < 9_000 < aipw["hi"] or 6_000 < aipw["estimate"] < 11_000
+    sensitivity = summary["sensitivity"]
+    assert sensitivity is not None and "sentence" in sensitivity

@@ -32,6 +32,7 @@ from eocausal.models.features.io import read_features
 from eocausal.models.features.parts import plan_parts
 from eocausal.pipeline.store import TileStore, open_store
 from eocausal.workflows.paths import RunPaths
+from eocausal.workflows.stages.estimate import verify_model_file
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
@@ -99,6 +100,7 @@ def load_run_model(paths: RunPaths, *, device: str = "auto") -> RunModel:
         )
     encoder = prepare_encoder(store, settings["name"], options=_encoder_options(settings),
                               seed=(settings.get("options") or {}).get("seed", 0))
+    verify_model_file(paths)  # a pickle: only the file this run's estimate stage wrote
     model = EffectModel.load(paths.estimator)
     if model.n_features_in_ != encoder.n_features:
         raise EncoderError(

@@ -24,7 +24,7 @@ from eocausal.workflows.paths import RunPaths
 from eocausal.files import atomic_path, atomic_write_text
 
 __all__ = ["EffectResult", "EstimationTable", "estimate_settings", "estimate_stage",
-           "estimate_table", "file_sha256", "json_ready", "run_table",
+           "estimate_table", "file_sha256", "json_ready", "run_table", "verify_model_file",
            "save_figures"]
 
 
@@ -51,6 +51,29 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verify_model_file(paths: RunPaths) -> None:
+    """Refuse to unpickle an estimator.joblib that this run's estimate stage did not write.
+
+    The model is a pickle (econml's forests have no safe format) and unpickling runs code, so
+    the file must match the checksum the estimate stage recorded beside it (estimates.json).
+    """
+    from eocausal.errors import InputFileError
+
+    path = paths.estimator
+    if not path.is_file():
+        raise InputFileError(f"effect model file '{path}' does not exist; run the estimate "
+                             "stage first.")
+    try:
+        expected = json.loads(paths.estimates.read_text()).get("estimator_sha256")
+    except (OSError, ValueError):
+        expected = None
+    if not expected or file_sha256(path) != expected:
+        raise InputFileError(
+            f"Refusing to load '{path}': it is not the model this run's estimate stage wrote "
+            f"(its checksum differs from the one in {paths.estimates.name}). Rerun the estimate "
+            "stage (eocausal run ... --force estimate).")
 
 
 def write_json(path: Path, body: dict[str, Any]) -> Path:

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 from eocausal.workflows.context import StageContext
-from eocausal.workflows.stages.estimate import file_sha256, write_json
+from eocausal.workflows.stages.estimate import write_json
 
-from eocausal.errors import InputFileError
 
 __all__ = ["map_enabled", "map_outputs", "map_settings", "map_stage"]
 
@@ -34,27 +33,6 @@ def map_settings(config: Any) -> dict[str, Any]:
 def map_outputs(ctx: StageContext) -> list[Path]:
     p = ctx.paths
     return [p.effect_tif, p.effect_png, p.effect_html, p.cells_parquet, p.map_summary]
-
-
-def _estimator_checksum(ctx: StageContext) -> str | None:
-    """The checksum the estimate stage recorded for estimator.joblib (this run's manifest)."""
-    if ctx.manifest is None:
-        return None
-    record = ctx.manifest.stages.get("estimate") or ctx.manifest.previous("estimate") or {}
-    return (record.get("outputs") or {}).get("estimator_sha256")
-
-
-def check_model_file(ctx: StageContext) -> None:
-    """Refuse to unpickle an estimator.joblib that this run's estimate stage did not write."""
-    path, expected = ctx.paths.estimator, _estimator_checksum(ctx)
-    if not path.is_file():
-        raise InputFileError(f"effect model file '{path}' does not exist; run the estimate "
-                             "stage first.")
-    if not expected or file_sha256(path) != expected:
-        raise InputFileError(
-            f"Refusing to load '{path}': it is not the model this run's estimate stage wrote "
-            "(its checksum differs from the one in manifest.json). Rerun with --force estimate."
-        )
 
 
 def _spearman_with_truth(config: Any, effect_tif: Path) -> float | None:
@@ -86,7 +64,6 @@ def map_stage(ctx: StageContext) -> dict[str, Any]:
     from eocausal.workflows.maps import build_map
 
     config, paths = ctx.config, ctx.paths
-    check_model_file(ctx)
     u = config.units
     result = build_map(paths, config.map, mapper=ctx.mapper, progress=ctx.progress,
                        echo=ctx.echo, title=config.name, outcome_label=u.outcome_label,
