@@ -94,7 +94,7 @@ def test_force_encode_reruns_encode_and_everything_after(first_run):
 
 
 def test_downstream_of_a_stage():
-    assert downstream(STAGES, ["estimate"]) == {"estimate", "evaluate", "map", "report"}
+    assert downstream(STAGES, ["estimate"]) == {"estimate", "evaluate", "clusters", "map", "report"}
     with pytest.raises(Exception, match="unknown stage"):
         downstream(STAGES, ["nope"])
 
