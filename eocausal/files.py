@@ -9,11 +9,13 @@ complete file is renamed into place. A stage killed half-way leaves at most a hi
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "json_ready"]
 
 
 @contextlib.contextmanager
@@ -44,3 +46,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def json_ready(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars and arrays -> Python, paths -> str, recursively: what
+    strict JSON (``allow_nan=False``) accepts."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -9,7 +9,6 @@ most uncertain images of each cluster (one panel per date for sequences).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,9 @@ from eocausal.models.heterogeneity.salience import cluster_salience, select_exam
 from matplotlib.figure import Figure
 from scipy import stats
 
+from eocausal.files import json_ready
+
 __all__ = ["plot_effect_density", "plot_salience", "plot_selection", "write_cluster_outputs"]
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def plot_effect_density(result: ClusterResult) -> Figure:
@@ -123,7 +112,7 @@ def write_cluster_outputs(result: ClusterResult, out_dir: str | Path, *,
     (out / "figures").mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     path = out / "clusters.json"
-    path.write_text(json.dumps(_json_ready(result.summary()), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(json_ready(result.summary()), indent=2, allow_nan=False) + "\n")
     written["clusters"] = path
     effects = result.units
     path = out / "effects.gpkg"

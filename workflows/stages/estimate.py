@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,28 +20,11 @@ import pandas as pd
 from eocausal.workflows.context import StageContext
 from eocausal.workflows.paths import RunPaths
 
-from eocausal.files import atomic_path, atomic_write_text
+from eocausal.files import atomic_path, atomic_write_text, json_ready
 
 __all__ = ["EffectResult", "EstimationTable", "estimate_settings", "estimate_stage",
            "estimate_table", "file_sha256", "json_ready", "run_table", "verify_model_file",
            "save_figures"]
-
-
-def json_ready(value: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, recursively, for strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def file_sha256(path: Path) -> str:

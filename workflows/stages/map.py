@@ -15,7 +15,6 @@ import numpy as np
 from eocausal.workflows.context import StageContext
 from eocausal.workflows.stages.estimate import write_json
 
-
 __all__ = ["map_enabled", "map_outputs", "map_settings", "map_stage"]
 
 
