@@ -73,6 +73,16 @@ def cli(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eocausal`` console script."""
+    from eocausal.workflows.interrupt import install, restore, was_interrupted
+
+    previous = install()
+    try:
+        return _main(argv, was_interrupted)
+    finally:
+        restore(previous)
+
+
+def _main(argv: list[str] | None, was_interrupted: Any) -> int:
     try:
         cli.main(args=argv, prog_name="eocausal", standalone_mode=False)
     except EocausalError as exc:
@@ -81,20 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort) as exc:
         # click turns Ctrl-C into Abort; the stage that was running rides on its cause
         cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
-        stage = getattr(cause, "stage", None)
-        where = f" during {stage}" if stage else ""
-        # zarr's I/O loop, cut short, would log one line per pending task at shutdown
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        click.echo(f"interrupted{where}; rerun the same command to resume", err=True)
-        return 130
+        return _interrupted(getattr(cause, "stage", None))
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except OSError as exc:
         if getattr(exc, "errno", None) == 28:  # ENOSPC
             return _disk_full(exc)
+        if was_interrupted():
+            return _interrupted(None)
+        raise
+    except Exception:
+        if was_interrupted():  # Ctrl-C surfaced as another error inside compiled code
+            return _interrupted(None)
         raise
     return 0
+
+
+def _interrupted(stage: str | None) -> int:
+    where = f" during {stage}" if stage else ""
+    # zarr's I/O loop, cut short, would log one line per pending task at shutdown
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    click.echo(f"interrupted{where}; rerun the same command to resume", err=True)
+    return 130
 
 
 def _disk_full(exc: OSError) -> int:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eocausal.workflows.interrupt import was_interrupted
+
 from eocausal.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ def as_stage(name: str) -> Iterator[None]:
         raise
     except KeyboardInterrupt:
         raise StageInterrupted(name) from None
+    except Exception:
+        if was_interrupted():
+            raise StageInterrupted(name) from None
+        raise
 
 
 def _nothing(_: Any) -> list[Path]:
@@ -156,6 +162,10 @@ def run_stages(stages: Sequence[Stage], ctx: StageContext, manifest: Manifest, *
                     record.update(stage.run(ctx))
             except KeyboardInterrupt:
                 raise StageInterrupted(stage.name) from None
+            except Exception:
+                if was_interrupted():  # Ctrl-C that compiled code turned into another error
+                    raise StageInterrupted(stage.name) from None
+                raise
             status[stage.name] = "ran"
         hashes[stage.name] = digest
     manifest.write()

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from eocausal.workflows.interrupt import was_interrupted
+
 from eocausal.files import atomic_write_text
 
 __all__ = ["Manifest", "package_versions"]
@@ -100,7 +102,10 @@ class Manifest:
             record["status"] = "interrupted"
             raise
         except BaseException as exc:
-            record.update(status="failed", error=_first_line(exc))
+            if was_interrupted():
+                record["status"] = "interrupted"
+            else:
+                record.update(status="failed", error=_first_line(exc))
             raise
         else:
             record["status"] = "done"
