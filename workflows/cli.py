@@ -100,11 +100,23 @@ def _main(argv: list[str] | None, was_interrupted: Any) -> int:
             return _disk_full(exc)
         if was_interrupted():
             return _interrupted(None)
-        raise
-    except Exception:
+        lines = str(exc).strip().splitlines()
+        click.echo(f"error: cannot read or write '{exc.filename or ''}': "
+                   f"{exc.strerror or (lines or [type(exc).__name__])[0]}. Check the path and "
+                   "its permissions.", err=True)
+        return 2
+    except Exception as exc:
         if was_interrupted():  # Ctrl-C surfaced as another error inside compiled code
             return _interrupted(None)
-        raise
+        if argv is not None and ("-v" in argv or "--verbose" in argv) or \
+                (argv is None and ("-v" in sys.argv or "--verbose" in sys.argv)):
+            raise
+        # Not a mistake we foresaw: one line, and the traceback one flag away.
+        lines = str(exc).strip().splitlines()
+        click.echo(f"error: unexpected {type(exc).__name__}: {(lines or [''])[0][:500]} "
+                   "(this looks like a bug in eocausal: rerun with 'eocausal -v ...' for the "
+                   "traceback and report it)", err=True)
+        return 1
     return 0
 
 

@@ -123,3 +123,27 @@ def test_ingest_command_bad_band(tmp_path, world, capsys):
     _fails_with(["ingest", "--units", str(world / "units.gpkg"), "--imagery",
                  str(world / "scene_*.tif"), "--out", str(tmp_path / "x.zarr"),
                  "--bands", "B99"], capsys, "Band 'B99' is not in", "B04")
+
+
+def test_full_disk_unexpected_error_and_permission_each_one_line(monkeypatch, capsys):
+    import errno
+
+    from eocausal.workflows import cli as cli_module
+
+    def raiser(exc):
+        def fake(*args, **kwargs):
+            raise exc
+        return fake
+
+    cases = [(OSError(errno.ENOSPC, "No space left on device", "/data/run/tiles.zarr"), 2,
+              "the disk is full writing '/data/run/tiles.zarr'"),
+             (PermissionError(errno.EACCES, "Permission denied", "/root/x"), 2,
+              "cannot read or write '/root/x': Permission denied"),
+             (RuntimeError("boom"), 1, "unexpected RuntimeError: boom")]
+    for exc, code, words in cases:
+        monkeypatch.setattr(cli_module.cli, "main", raiser(exc))
+        assert main(["run", "x.yaml"]) == code
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(RuntimeError):
+        main(["-v", "run", "x.yaml"])
