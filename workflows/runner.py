@@ -41,6 +41,14 @@ class RunResult:
         return f"RunResult('{self.run_dir}', {head}, stages {self.stages})"
 
 
+def _written_by_eocausal(paths: RunPaths) -> bool:
+    """A run directory from before the marker existed: its manifest says it is ours."""
+    try:
+        return "eocausal_manifest" in json.loads(paths.manifest.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def prepare_run_dir(paths: RunPaths) -> None:
     """Create the run directory, or accept one eocausal made; refuse anything else.
 
@@ -51,7 +59,8 @@ def prepare_run_dir(paths: RunPaths) -> None:
     if root.exists() and not root.is_dir():
         raise OutputPathError(f"Output path '{root}' is a file, not a directory; give a new "
                               "folder name with --out.")
-    if root.is_dir() and any(root.iterdir()) and not paths.marker.exists():
+    if root.is_dir() and any(root.iterdir()) and not paths.marker.exists() \
+            and not _written_by_eocausal(paths):
         raise OutputPathError(
             f"Output folder '{root}' already holds files that no eocausal run wrote (it has no "
             f"{paths.marker.name} marker); give an empty or new folder with --out.")
