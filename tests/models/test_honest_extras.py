@@ -19,25 +19,12 @@ from eocausal.models.effects.sensitivity import (
 )
 from eocausal.models.evaluation.baselines import compare_feature_sets
 from eocausal.models.evaluation.plots import plot_sensitivity_contour
-from scipy import special, stats
+from scipy import stats
 
-FAST = dict(n_components=None, n_estimators=48, n_jobs=1, cv=3)
+from tests.models.worlds import FAST_FOREST, clustered_world
 
-
-def world(seed: int, n: int = 800, *, confounding: float = 0.0, per_cluster: int = 1,
-          shock: float = 0.0) -> dict[str, np.ndarray]:
-    """Units in clusters of ``per_cluster``; treatment per cluster in a trial."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6))
-    g = np.arange(n) // per_cluster
-    tau = 1.0 + x[:, 0] + 0.5 * x[:, 1]
-    e = special.expit(confounding * x[:, 2])
-    if confounding == 0.0:
-        t = rng.binomial(1, 0.5, g.max() + 1)[g]
-    else:
-        t = rng.binomial(1, e)
-    y = 2.0 * x[:, 2] + x[:, 3] + t * tau + rng.normal(size=n) + shock * rng.normal(size=g.max() + 1)[g]
-    return {"x": x, "t": t, "y": y, "tau": tau, "g": g, "e": e}
+FAST = FAST_FOREST
+world = clustered_world
 
 
 # --- per-unit intervals ------------------------------------------------------------------

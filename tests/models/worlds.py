@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from eocausal.simulator.world import World, WorldSpec, make_world
+from scipy import special
 
 
 def band_statistics(chips: np.ndarray) -> np.ndarray:
@@ -69,3 +70,23 @@ def load_uganda(data_dir: Path) -> tuple[pd.DataFrame, int]:
     incomplete = units[["X1", "X2", "X3", "X4", "X5", "X6"]].isna().any(axis=1)
     units = units.loc[~incomplete].reset_index(drop=True)
     return units.merge(features, on="image_key", how="inner", validate="many_to_one"), int(incomplete.sum())
+
+
+# Small fast forests and a clustered world, shared by the honest-inference tests.
+FAST_FOREST = dict(n_components=None, n_estimators=48, n_jobs=1, cv=3)
+
+
+def clustered_world(seed: int, n: int = 800, *, confounding: float = 0.0, per_cluster: int = 1,
+          shock: float = 0.0) -> dict[str, np.ndarray]:
+    """Units in clusters of ``per_cluster``; treatment per cluster in a trial."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    g = np.arange(n) // per_cluster
+    tau = 1.0 + x[:, 0] + 0.5 * x[:, 1]
+    e = special.expit(confounding * x[:, 2])
+    if confounding == 0.0:
+        t = rng.binomial(1, 0.5, g.max() + 1)[g]
+    else:
+        t = rng.binomial(1, e)
+    y = 2.0 * x[:, 2] + x[:, 3] + t * tau + rng.normal(size=n) + shock * rng.normal(size=g.max() + 1)[g]
+    return {"x": x, "t": t, "y": y, "tau": tau, "g": g, "e": e}
