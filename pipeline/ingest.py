@@ -248,7 +248,7 @@ def ingest(
         Units whose best date has a smaller fraction of valid pixels are skipped.
     units_per_chunk : int, optional
         Units per store chunk and per task. Default: sized from the chip's bytes and the
-        worker count (:func:`pipeline.partition.units_per_chunk_for`, ~16 MiB a chunk);
+        worker count (:func:`pipeline.partition.units_per_chunk_for`, ~8 MiB a chunk);
         a resumed store keeps the chunk size it was created with.
     crs, resolution : optional
         Target grid; default the first raster's own CRS and pixel size. When given, every

@@ -69,7 +69,7 @@ class ChipsSection(_Section):
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
     units_per_chunk: int | None = Field(
         None, ge=1, description="units per store chunk (default: sized from the chip's bytes "
-                                "and the workers, about 16 MiB a chunk)")
+                                "and the workers, about 8 MiB a chunk)")
     compression: str | None = Field(None, description="chip compression, e.g. 'lz4' (default raw)")
 
 

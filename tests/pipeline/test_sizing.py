@@ -16,13 +16,13 @@ from tests.conftest import SENTINEL2
 
 
 def test_chunk_bytes_follow_chip_size_bands_and_dates():
-    # 6 bands of uint16 at 32 px: 13,312 bytes a unit, so 16 MiB hold 1,260 units.
+    # 6 bands of uint16 at 32 px: 13,312 bytes a unit, so 8 MiB hold 630 units.
     assert units_per_chunk_for(100_000, chip_size=32, n_bands=6) == TARGET_CHUNK_BYTES // 13_312
-    assert units_per_chunk_for(100_000, chip_size=32, n_bands=6) == 1260
+    assert units_per_chunk_for(100_000, chip_size=32, n_bands=6) == 630
     # Four times the pixels per unit: a quarter of the units per chunk.
     assert units_per_chunk_for(100_000, chip_size=64, n_bands=6) == TARGET_CHUNK_BYTES // 53_248
-    assert units_per_chunk_for(100_000, chip_size=32, n_bands=6, n_dates=4) == 315
-    assert units_per_chunk_for(100_000, chip_size=32, n_bands=3, itemsize=1) == 4096
+    assert units_per_chunk_for(100_000, chip_size=32, n_bands=6, n_dates=4) == 157
+    assert units_per_chunk_for(100_000, chip_size=32, n_bands=3, itemsize=1) == 2048
 
 
 def test_chunks_shrink_so_every_worker_gets_four():
