@@ -15,7 +15,6 @@ _EXPORTS = {
     "ChipGrid": "chips", "chip_window": "chips", "read_chip": "chips",
     "TileStore": "store", "ChipBatch": "store", "create_store": "store", "open_store": "store",
     "IngestResult": "ingest", "ingest": "ingest", "unit_centres": "ingest",
-    "RegionGrid": "grid", "region_grid": "grid",
     "units_per_chunk_for": "partition", "is_remote": "remote", "remote_identity": "remote",
     "stac_rasters": "stac", "stac_items": "stac", "is_stac": "stac",
 }

@@ -119,10 +119,6 @@ class RunPaths:
         return self.maps / "grid_tiles.zarr"
 
     @property
-    def cate_tif(self) -> Path:
-        return self.maps / "cate.tif"
-
-    @property
     def cate_png(self) -> Path:
         return self.maps / "cate.png"
 
