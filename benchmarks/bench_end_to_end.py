@@ -9,10 +9,14 @@ reported (the machine is shared: say so when quoting). Prints markdown tables.
    with ``--scheduler synchronous`` and with a 2-worker LocalCluster; the same with a
    direct call of ``eocausal.pipeline.ingest.ingest`` timed inside a fresh process, so the
    library's speed shows independently of the CLI's imports; and the CLI's import time.
-2. Remote COGs over a local HTTP server (byte ranges, ``--latency`` seconds per request to
+2. ``eocausal encode --encoder resnet18`` of a 20,000-unit store against a bare torch
+   script (fresh processes, start to exit).
+3. Remote COGs over a local HTTP server (byte ranges, ``--latency`` seconds per request to
    emulate an object store): ``ingest`` from the URL against a bare sequential rasterio loop
    over the same URL, chips checked identical.
-3. Peak RSS of a fresh process ingesting 10,000 .. 1,000,000 units (and of each worker).
+4. Peak RSS of a fresh process ingesting 10,000 .. 1,000,000 units (and of each worker),
+   by a direct ``ingest()`` call on a GeoDataFrame and by the ``eocausal ingest`` command
+   (VmHWM at exit), which reads a points file with the lean reader.
 """
 
 from __future__ import annotations
@@ -264,6 +268,92 @@ def memory_rows(sizes: list[int], work: Path) -> list[tuple]:
     return rows
 
 
+BARE_ENCODE = textwrap.dedent("""
+    import sys
+    import numpy as np, pyarrow as pa, pyarrow.parquet as pq, torch, torchvision, zarr
+    from torch import nn
+    group = zarr.open_group(sys.argv[1], mode="r")
+    chips = group["chips"]
+    mean = np.asarray(group.attrs["band_mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(group.attrs["band_std"], dtype=np.float32)[:, None, None]
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = nn.Conv2d(chips.shape[2], 64, 7, stride=2, padding=3, bias=False)
+    net.fc = nn.Identity()
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, chips.shape[0], 256):
+            x = (np.asarray(chips[s:s + 256, 0], dtype=np.float32) - mean) / std
+            out.append(net(torch.from_numpy(x)).numpy())
+    feats = np.concatenate(out)
+    table = {"unit_id": np.asarray(group["unit_id"][:])}
+    table.update({f"f{i}": feats[:, i] for i in range(feats.shape[1])})
+    pq.write_table(pa.table(table), sys.argv[2])
+""")
+
+
+def encode_rows(n: int, repeats: int, work: Path) -> list[tuple]:
+    """``eocausal encode --encoder resnet18`` against a bare torch script, start to exit.
+
+    The bare script opens the same store with zarr, normalises with the store's band
+    statistics, runs torchvision's resnet18 (6-band first conv, no head) in batches of 256
+    and writes a Parquet table of the features: the command's work without its checks.
+    """
+    from eocausal.pipeline.ingest import ingest
+
+    store = work / f"encode_{n}.zarr"
+    ingest(make_units(n), [SENTINEL2], store, chip_size=CHIP)
+    bare_py = work / "bare_encode.py"
+    bare_py.write_text(BARE_ENCODE)
+    walls: dict[str, list[float]] = {"bare": [], "cli": []}
+    for _ in range(repeats):
+        walls["bare"].append(_wall([PY, str(bare_py), str(store), str(work / "bare.parquet")])[0])
+        walls["cli"].append(_wall([CLI, "encode", str(store), "--encoder", "resnet18", "--out",
+                                   str(work / "cli.parquet")])[0])
+    shutil.rmtree(store, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    print(json.dumps(walls), file=sys.stderr)
+    return [("`eocausal encode --encoder resnet18`", n, med["bare"], med["cli"])]
+
+
+CLI_PEAK = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('VMHWM', PEAK, file=sys.stderr))\n"
+    "sys.argv = ['eocausal', *sys.argv[1:]]\n"
+    "from eocausal.workflows.cli import main\n"
+    "main()\n"
+).replace("PEAK", PEAK)
+
+
+def memory_cli_rows(sizes: list[int], work: Path, scheduler: str = "synchronous"
+                    ) -> list[tuple]:
+    """Peak RSS (VmHWM at exit) and wall of the ``eocausal ingest`` command itself.
+
+    The command is what users run: it reads the units file (a GeoParquet of points here)
+    with the lean points reader, as ``eocausal ingest`` does.
+    """
+    rows = []
+    for n in sizes:
+        units = work / f"mem_units_{n}.parquet"
+        _wall([PY, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r});"
+               "from benchmarks.bench_end_to_end import make_units;"
+               f"make_units({n}).to_parquet({str(units)!r})"])
+        store = work / f"mem_cli_{n}.zarr"
+        start = time.perf_counter()
+        proc = subprocess.run([PY, "-c", CLI_PEAK, "ingest", "--units", str(units), "--imagery",
+                               str(SENTINEL2), "--out", str(store), "--chip-size", str(CHIP),
+                               "--scheduler", scheduler], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        peak = float(proc.stderr.split("VMHWM")[-1].split()[0])
+        shutil.rmtree(store, ignore_errors=True)
+        units.unlink()
+        rows.append((n, peak, wall))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=100_000)
@@ -271,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remote-units", type=int, default=5_000)
     parser.add_argument("--latency", type=float, default=0.01)
     parser.add_argument("--memory-sizes", default="10000,100000,1000000")
-    parser.add_argument("--skip", default="", help="comma list of: cli, remote, memory")
+    parser.add_argument("--encode-units", type=int, default=20_000)
+    parser.add_argument("--skip", default="", help="comma list of: cli, encode, remote, memory, "
+                        "memory-cli")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
@@ -288,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"- {key}: {value:.2f}")
             print(json.dumps(extra["raw"]), file=sys.stderr)
             print()
+        if "encode" not in skip:
+            print("| run | chips | bare torch loop, start to exit (s) | eocausal (s) | ratio |")
+            print("|---|---|---|---|---|")
+            for name, n, bare, ours in encode_rows(args.encode_units, args.repeats, work):
+                print(f"| {name} | {n:,} | {bare:.2f} | {ours:.2f} | {bare / ours:.2f} |")
+            print()
         if "remote" not in skip:
             rows = remote_rows(args.remote_units, args.repeats, args.latency, work)
             print("| remote COG | units | bare sequential chips/s | eocausal chips/s | ratio "
@@ -303,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
             for n, base, peak, seconds in memory_rows(sizes, work):
                 print(f"| {n:,} | {base:,.0f} | {peak:,.0f} | {peak - base:,.0f} | "
                       f"{seconds:.1f} |")
+            print()
+        if "memory-cli" not in skip:
+            sizes = [int(s) for s in args.memory_sizes.split(",") if s]
+            print("| units | `eocausal ingest` peak RSS (MB) | start to exit (s) |")
+            print("|---|---|---|")
+            for n, peak, wall in memory_cli_rows(sizes, work):
+                print(f"| {n:,} | {peak:,.0f} | {wall:.1f} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

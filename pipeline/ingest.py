@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -37,6 +38,7 @@ from eocausal.pipeline.partition import (
     ingest_partition,
     units_per_chunk_for,
 )
+from eocausal.pipeline.points import UnitPoints
 from eocausal.pipeline.store import (
     TileStore,
     check_replaceable,
@@ -72,13 +74,16 @@ class IngestResult:
         return open_store(self.store_path)
 
 
-def unit_centres(units: gpd.GeoDataFrame, crs: str, polygons: str = "centroid") -> np.ndarray:
+def unit_centres(units: gpd.GeoDataFrame | UnitPoints, crs: str, polygons: str = "centroid"
+                 ) -> np.ndarray:
     """Chip centres (N, 2) in ``crs``: points as given; polygons by centroid or bounds centre.
 
     Points (the common, large case) are reprojected as coordinate arrays with pyproj, the
     transform geopandas' ``to_crs`` applies, without building a new shapely point per unit
     (at a million units that copy alone added ~300 MB to the peak).
     """
+    if isinstance(units, UnitPoints):
+        return units.centres(crs)
     geoms = units.geometry.to_numpy()
     if (shapely.get_type_id(geoms) == 0).all():
         xy = shapely.get_coordinates(geoms)
@@ -208,7 +213,7 @@ def _workers(map_partitions: Mapper | None, n_workers: int | None) -> int:
 
 
 def ingest(
-    units: gpd.GeoDataFrame,
+    units: gpd.GeoDataFrame | UnitPoints,
     imagery: Sequence[str | Path],
     out: str | Path,
     *,
@@ -231,8 +236,10 @@ def ingest(
 
     Parameters
     ----------
-    units : GeoDataFrame
-        Validated units (:func:`pipeline.units.read_units`), in any CRS.
+    units : GeoDataFrame or UnitPoints
+        Validated units (:func:`pipeline.units.read_units`), in any CRS; or their ids and
+        point coordinates alone (:func:`pipeline.points.read_unit_points`), the lean form
+        for millions of points.
     imagery : sequence of path or glob
         GeoTIFF/COG files in any CRSs and pixel sizes. Files of one date form a mosaic (a
         chip that straddles two files is filled from both, first file first); several dates
@@ -298,12 +305,14 @@ def ingest(
     date_sources = _date_sources(groups, grid, warp, resampling)
     scaled = apply_scale_offset and any(s.has_scale_offset for s in sources)
     dtype = "float32" if scaled else np.result_type(*[s.dtype for s in sources]).name
-    if polygons == "bounds" and not (units.geom_type == "Point").all():
+    if (polygons == "bounds" and not isinstance(units, UnitPoints)
+            and not (units.geom_type == "Point").all()):
         chip_size = _chip_size_for_bounds(units, grid, chip_size)
 
     centres = unit_centres(units, grid.crs, polygons)
     windows = _windows(centres, grid, chip_size)
-    ids = units["unit_id"].to_numpy(dtype=str)
+    ids = (units.unit_id if isinstance(units, UnitPoints)
+           else units["unit_id"].to_numpy(dtype=str))
     covered = _covered(windows, chip_size, date_sources)
     skipped = _outside_records(ids[~covered], centres[~covered], grid, sources)
     if not covered.any():
@@ -311,7 +320,7 @@ def ingest(
             f"All {len(ids)} units lie outside the imagery {[s.path for s in sources][:5]} "
             f"({len(sources)} file(s); first bounds {tuple(round(b, 1) for b in first.bounds)} "
             f"in {first.crs}); the units span "
-            f"{tuple(np.round(units.to_crs(first.crs).total_bounds, 1))} in that CRS. Check "
+            f"{_span(units, first.crs)} in that CRS. Check "
             "that the units file's CRS is right and that the imagery covers the study area."
         )
     keep = np.flatnonzero(covered)
@@ -359,6 +368,16 @@ def ingest(
     for _ in runner(ingest_partition, tasks):
         pass
     return _finish(store, ids[keep], skipped, min_valid_fraction, sources, len(tasks), len(done))
+
+
+def _span(units: gpd.GeoDataFrame | UnitPoints, crs: Any) -> tuple[float, ...]:
+    """The units' bounds in ``crs``, rounded for a message."""
+    if isinstance(units, UnitPoints):
+        xy = units.centres(crs)
+        bounds = np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+    else:
+        bounds = units.to_crs(crs).total_bounds
+    return tuple(float(b) for b in np.round(bounds, 1))
 
 
 def _check_chip_size(chip_size: int, grid: TargetGrid, sources: list[RasterSource]) -> None:

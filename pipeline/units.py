@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -18,7 +19,8 @@ import pandas as pd
 
 from eocausal.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
 
-__all__ = ["UnitColumns", "read_units", "validate_units"]
+__all__ = ["UnitColumns", "check_coordinate_bounds", "format_rows", "read_units",
+           "validate_units"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ class UnitColumns:
     crs: str | None = None
 
 
-def _format_rows(index: pd.Index | np.ndarray, limit: int = 5) -> str:
+def format_rows(index: pd.Index | np.ndarray, limit: int = 5) -> str:
+    """``"3, 8, 12 and 40 more"``: the first rows (or ids) of a problem, for a message."""
     rows = [str(r) for r in list(index)[:limit]]
     more = f" and {len(index) - limit} more" if len(index) > limit else ""
     return ", ".join(rows) + more
@@ -69,7 +72,7 @@ def _read_table(path: Path, columns: UnitColumns) -> gpd.GeoDataFrame:
     bad = frame.index[frame[columns.lon].isna() | frame[columns.lat].isna()]
     if len(bad):
         raise UnitsError(
-            f"Units table '{path}' has missing coordinates in rows {_format_rows(bad)}. "
+            f"Units table '{path}' has missing coordinates in rows {format_rows(bad)}. "
             "Fill or drop those rows."
         )
     geometry = gpd.points_from_xy(frame[columns.lon], frame[columns.lat])
@@ -163,15 +166,15 @@ def validate_units(
     ids = units["unit_id"]
     if ids.isna().any():
         raise UnitsError(
-            f"Units file '{source}' has missing ids in rows {_format_rows(units.index[ids.isna()])}. "
+            f"Units file '{source}' has missing ids in rows {format_rows(units.index[ids.isna()])}. "
             "Every unit needs an id."
         )
     units["unit_id"] = ids.astype(str)
     dupes = units["unit_id"][units["unit_id"].duplicated(keep=False)]
     if len(dupes):
         raise UnitsError(
-            f"Units file '{source}' has duplicate ids: {_format_rows(pd.Index(dupes.unique()))} "
-            f"(rows {_format_rows(dupes.index)}). Ids must be unique."
+            f"Units file '{source}' has duplicate ids: {format_rows(pd.Index(dupes.unique()))} "
+            f"(rows {format_rows(dupes.index)}). Ids must be unique."
         )
     if require_outcome:
         _check_numeric(units, "treatment", source, columns.treatment)
@@ -186,13 +189,13 @@ def validate_units(
     bad = units.index[geom.isna() | geom.is_empty]
     if len(bad):
         raise UnitsError(
-            f"Units file '{source}' has empty geometry in rows {_format_rows(bad)} "
-            f"(unit ids {_format_rows(pd.Index(units.loc[bad, 'unit_id']))}). Fix or drop them."
+            f"Units file '{source}' has empty geometry in rows {format_rows(bad)} "
+            f"(unit ids {format_rows(pd.Index(units.loc[bad, 'unit_id']))}). Fix or drop them."
         )
     invalid = units.index[~geom.is_valid]
     if len(invalid):
         raise UnitsError(
-            f"Units file '{source}' has invalid geometry in rows {_format_rows(invalid)}. "
+            f"Units file '{source}' has invalid geometry in rows {format_rows(invalid)}. "
             "Repair it, for example with shapely.make_valid."
         )
     _check_coordinates(units, source)
@@ -200,11 +203,17 @@ def validate_units(
 
 
 def _check_coordinates(units: gpd.GeoDataFrame, source: str) -> None:
-    """Coordinates must lie on the earth: latitude 95 is a typo, not a place outside imagery."""
-    crs = units.crs
-    if crs is None:
-        return
-    bounds = units.geometry.bounds.to_numpy(dtype=float)
+    if units.crs is not None:
+        check_coordinate_bounds(units.geometry.bounds.to_numpy(dtype=float), units.crs,
+                                units["unit_id"].to_numpy(), source)
+
+
+def check_coordinate_bounds(bounds: np.ndarray, crs: Any, unit_ids: np.ndarray,
+                            source: str) -> None:
+    """Coordinates must lie on the earth: latitude 95 is a typo, not a place outside imagery.
+
+    ``bounds`` is (N, 4) minx, miny, maxx, maxy (a point's twice) in ``crs`` (a pyproj CRS).
+    """
     if crs.is_geographic:
         lon, lat = bounds[:, [0, 2]], bounds[:, [1, 3]]
         bad = ~(np.isfinite(bounds).all(axis=1) & (np.abs(lat) <= 90).all(axis=1)
@@ -214,10 +223,10 @@ def _check_coordinates(units: gpd.GeoDataFrame, source: str) -> None:
         bad = ~(np.isfinite(bounds).all(axis=1) & (np.abs(bounds) < 4e7).all(axis=1))
         what = f"finite {crs.to_string()} coordinates within 40,000 km of its origin"
     if bad.any():
-        rows = units.index[bad]
+        rows = np.flatnonzero(bad)
         raise UnitsError(
-            f"Units file '{source}' has invalid coordinates in rows {_format_rows(rows)} (unit "
-            f"ids {_format_rows(pd.Index(units.loc[rows, 'unit_id']))}): expected {what}. Check "
+            f"Units file '{source}' has invalid coordinates in rows {format_rows(rows)} (unit "
+            f"ids {format_rows(np.asarray(unit_ids)[rows])}): expected {what}. Check "
             "for swapped lon/lat columns or a wrong 'units.crs'.")
 
 
@@ -232,6 +241,6 @@ def _check_numeric(units: pd.DataFrame, name: str, source: str, original: str | 
     if len(bad):
         raise UnitsError(
             f"Column '{original}' ({name}) in '{source}' has missing or infinite values in "
-            f"{len(bad)} rows: {_format_rows(bad)} (unit ids "
-            f"{_format_rows(pd.Index(units.loc[bad, 'unit_id']))}). Drop or impute those units."
+            f"{len(bad)} rows: {format_rows(bad)} (unit ids "
+            f"{format_rows(pd.Index(units.loc[bad, 'unit_id']))}). Drop or impute those units."
         )

@@ -40,7 +40,7 @@ from eocausal.models.effects.propensity import (
     KnownPropensity,
     make_propensity_model,
 )
-from eocausal.models.effects.settings import CATE_METHOD_NAMES
+from eocausal.models.effects.settings import CATE_METHOD_NAMES, forest_max_samples
 from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.preprocessing import PolynomialFeatures
@@ -91,7 +91,7 @@ def _outcome_model(random_state: Any) -> HistGradientBoostingRegressor:
                                          n_iter_no_change=20, random_state=random_state)
 
 
-def _build(method: str, settings: Any, propensity: float | None) -> Any:
+def _build(method: str, settings: Any, propensity: float | None, n_units: int) -> Any:
     """The unfitted econml estimator of ``method`` (econml imported lazily: it is slow)."""
     from econml.dml import CausalForestDML, LinearDML
     from econml.dr import ForestDRLearner, LinearDRLearner
@@ -105,6 +105,7 @@ def _build(method: str, settings: Any, propensity: float | None) -> Any:
         model_t = ClippedPropensity(model_t, clip)
     min_propensity = 1e-3 if clip is None else clip
     forest = {"n_estimators": settings.n_estimators, "min_samples_leaf": settings.min_samples_leaf,
+              "max_samples": forest_max_samples(getattr(settings, "max_samples", "auto"), n_units),
               "n_jobs": settings.n_jobs, "random_state": rs}
     featurizer = (PolynomialFeatures(settings.degree, include_bias=False)
                   if settings.degree > 1 else None)
@@ -136,7 +137,7 @@ def fit_cate(
 ) -> Any:
     """Build and fit the econml estimator of ``method``.
 
-    ``settings`` carries ``n_estimators``, ``min_samples_leaf``, ``cv``, ``n_jobs``,
+    ``settings`` carries ``n_estimators``, ``min_samples_leaf``, ``max_samples``, ``cv``, ``n_jobs``,
     ``random_state``, ``degree`` (featurizer of the linear methods) and ``n_bootstrap``
     (bootstrap intervals of the metalearners; 0: none, as each replicate refits the
     learner). OpenMP threads of the boosted nuisances are limited to one: with ~20 columns
@@ -149,7 +150,7 @@ def fit_cate(
         If a cross-fitting fold holds only one arm.
     """
     spec = check_method(method)
-    est = _build(method, settings, propensity)
+    est = _build(method, settings, propensity, len(X))
     kwargs: dict[str, Any] = {"X": X}
     if spec.uses_groups and groups is not None:
         kwargs["groups"] = groups

@@ -109,6 +109,9 @@ class EffectModel(BaseEstimator):
         Trees; a multiple of 4 (econml grows subforests of 4 for its intervals).
     min_samples_leaf : int, default=5
         Smallest leaf of the causal forest.
+    max_samples : float or "auto", default="auto"
+        Share of the units each tree of the forests grows on; "auto" is econml's 0.45 capped
+        at 20,000 units a tree (:func:`~models.effects.settings.forest_max_samples`).
     cv : int, default=3
         Cross-fitting folds of the nuisance models, grouped when ``fit`` gets ``groups``.
     n_jobs : int or None, default=-1
@@ -147,7 +150,7 @@ class EffectModel(BaseEstimator):
         self, *, design: str = _D.design, propensity: float | None = _D.propensity,
         method: str = _D.method, n_components: int | None = _D.n_components,
         n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
-        cv: int = _D.cv, n_jobs: int | None = -1,
+        max_samples: float | str = _D.max_samples, cv: int = _D.cv, n_jobs: int | None = -1,
         random_state: int | np.random.RandomState | None = 0, degree: int = _D.degree,
         n_bootstrap: int = _D.n_bootstrap, diagnostics: bool = False,
         trim: float | None = _D.trim, clip: float | None = _D.clip,
@@ -158,6 +161,7 @@ class EffectModel(BaseEstimator):
         self.n_components = n_components
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
+        self.max_samples = max_samples
         self.cv = cv
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -432,6 +436,7 @@ def estimate_effects(
     propensity: float | None = _D.propensity,
     method: str = _D.method, n_components: int | None = _D.n_components,
     n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
+    max_samples: float | str = _D.max_samples,
     cv: int = _D.cv, groups: ArrayLike | None = None, n_jobs: int | None = -1,
     random_state: int | np.random.RandomState | None = 0, degree: int = _D.degree,
     n_bootstrap: int = _D.n_bootstrap, diagnostics: bool = False,
@@ -456,8 +461,8 @@ def estimate_effects(
     """
     model = EffectModel(
         design=design, propensity=propensity, method=method, n_components=n_components,
-        n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv=cv, n_jobs=n_jobs,
-        random_state=random_state, degree=degree, n_bootstrap=n_bootstrap, diagnostics=diagnostics,
+        n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_samples=max_samples,
+        cv=cv, n_jobs=n_jobs, random_state=random_state, degree=degree, n_bootstrap=n_bootstrap, diagnostics=diagnostics,
         trim=trim, clip=clip,
     )
     return model.fit(features, treatment, outcome, covariates=covariates, groups=groups,

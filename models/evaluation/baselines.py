@@ -58,8 +58,9 @@ def compare_feature_sets(
     method: str = _D.method, design: str = _D.design, propensity: float | None = _D.propensity,
     groups: ArrayLike | None = None, groups_name: str = "groups", cv: int = _D.cv,
     n_components: int | None = _D.n_components, n_estimators: int = _D.n_estimators,
-    min_samples_leaf: int = _D.min_samples_leaf, trim: float | None = _D.trim,
-    clip: float | None = _D.clip, n_bootstrap: int = 200, n_jobs: int | None = -1,
+    min_samples_leaf: int = _D.min_samples_leaf, max_samples: float | str = _D.max_samples,
+    trim: float | None = _D.trim, clip: float | None = _D.clip, n_bootstrap: int = 200,
+    n_jobs: int | None = -1,
     random_state: int | None = 0, sets: tuple[str, ...] = FEATURE_SETS,
 ) -> FeatureSetComparison:
     """Tabular-only, image-only and image+tabular models of one learner, in one table.
@@ -82,8 +83,9 @@ def compare_feature_sets(
     inputs = {"tabular": (None, covariates), "image": (features, None),
               "image+tabular": (features, covariates)}
     common = dict(design=design, propensity=propensity, method=method, n_components=n_components,
-                  n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv=cv,
-                  n_jobs=n_jobs, random_state=random_state, trim=trim, clip=clip)
+                  n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
+                  max_samples=max_samples, cv=cv, n_jobs=n_jobs, random_state=random_state,
+                  trim=trim, clip=clip)
     # one judge for all: scores (and trimmed units) of the richest model
     full = evaluate_heterogeneity(features, treatment, outcome, covariates=covariates,
                                   groups=groups, groups_name=groups_name, n_bootstrap=n_bootstrap,

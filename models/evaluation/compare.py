@@ -137,7 +137,7 @@ def evaluate_heterogeneity(
     covariates: ArrayLike | None = None, method: str = "causal_forest", design: str = "rct",
     propensity: float | None = None, groups: ArrayLike | None = None, cv: int = 3,
     n_components: int | None = _D.n_components, n_estimators: int = _D.n_estimators,
-    min_samples_leaf: int = _D.min_samples_leaf,
+    min_samples_leaf: int = _D.min_samples_leaf, max_samples: float | str = _D.max_samples,
     degree: int = 1, n_bootstrap: int = 200, n_groups: int = 5, q: ArrayLike = DEFAULT_Q,
     n_jobs: int | None = -1, random_state: int | None = 0, trim: float | None = _D.trim,
     clip: float | None = _D.clip, groups_name: str = "groups",
@@ -164,8 +164,9 @@ def evaluate_heterogeneity(
     """
     settings = EffectModel(design=design, propensity=propensity, method=method,
                            n_components=n_components, n_estimators=n_estimators,
-                           min_samples_leaf=min_samples_leaf, cv=cv, n_jobs=n_jobs,
-                           random_state=random_state, degree=degree, trim=trim, clip=clip)
+                           min_samples_leaf=min_samples_leaf, max_samples=max_samples, cv=cv,
+                           n_jobs=n_jobs, random_state=random_state, degree=degree, trim=trim,
+                           clip=clip)
     t, y, X, g, known, folds, nu, clip, keep = _prepare(settings, features, treatment, outcome,
                                                         covariates, groups, groups_name)
     priorities = crossfit_cate(method, settings, X, t, y, folds=folds, groups=g, propensity=known)
@@ -209,7 +210,7 @@ def compare_methods(
     covariates: ArrayLike | None = None, design: str = "rct", propensity: float | None = None,
     groups: ArrayLike | None = None, cv: int = _D.cv, n_components: int | None = _D.n_components,
     n_estimators: int = _D.n_estimators, min_samples_leaf: int = _D.min_samples_leaf,
-    degree: int = _D.degree, n_bootstrap: int = 200,
+    max_samples: float | str = _D.max_samples, degree: int = _D.degree, n_bootstrap: int = 200,
     evaluate: bool = True, true_cate: ArrayLike | None = None, n_jobs: int | None = -1,
     random_state: int | None = 0, trim: float | None = _D.trim, clip: float | None = _D.clip,
     groups_name: str = "groups",
@@ -238,8 +239,9 @@ def compare_methods(
     for m in methods:
         cate_methods.check_method(m)
     common = dict(design=design, propensity=propensity, n_components=n_components,
-                  n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, cv=cv,
-                  n_jobs=n_jobs, random_state=random_state, degree=degree, trim=trim, clip=clip)
+                  n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
+                  max_samples=max_samples, cv=cv, n_jobs=n_jobs, random_state=random_state,
+                  degree=degree, trim=trim, clip=clip)
     prepared = None
     rows = []
     for method in methods:

@@ -146,3 +146,20 @@ def test_ihdp_replications_1_to_9(data_dir, method: str) -> None:
     # (forest_dr_learner) to 1.10 (linear_dml).
     assert np.median(errors) < 0.3
     assert np.median(pehe) < 1.2
+
+
+def test_forest_subsample_shrinks_with_the_number_of_units() -> None:
+    from eocausal.models.effects.settings import MAX_UNITS_PER_TREE, forest_max_samples
+
+    assert forest_max_samples("auto", 2_000) == 0.45  # econml's default below the cap
+    assert forest_max_samples("auto", 100_000) == pytest.approx(MAX_UNITS_PER_TREE / 100_000)
+    assert forest_max_samples(0.3, 100_000) == 0.3
+    with pytest.raises(EstimationError, match=r"max_samples must be 'auto' or a share in \(0, 0.5\]"):
+        EffectModel(max_samples=0.8).fit(np.zeros((20, 2)), np.tile([0, 1], 10), np.zeros(20))
+
+
+@pytest.mark.parametrize("method", ["causal_forest", "forest_dr_learner"])
+def test_forests_grow_on_the_chosen_subsample(trial, method: str) -> None:
+    model = EffectModel(method=method, propensity=0.5, max_samples=0.25, **FAST)
+    model.fit(trial["features"], trial["treatment"], trial["outcome"])
+    assert model.estimator_.max_samples == 0.25

@@ -247,7 +247,8 @@ def estimate_table(table: EstimationTable, settings: Any, paths: RunPaths, *, se
                            propensity=settings.propensity, method=settings.method,
                            n_components=settings.n_components,
                            n_estimators=settings.n_estimators,
-                           min_samples_leaf=settings.min_samples_leaf, cv=settings.cv,
+                           min_samples_leaf=settings.min_samples_leaf,
+                           max_samples=settings.max_samples, cv=settings.cv,
                            groups=table.groups, random_state=seed, degree=settings.degree,
                            n_bootstrap=settings.n_bootstrap, diagnostics=True,
                            trim=settings.trim, clip=settings.clip, groups_name=groups_name)

@@ -74,7 +74,8 @@ def _feature_sets(table: EstimationTable, settings: Any, n_bootstrap: int, seed:
         frame["outcome"].to_numpy(float), method=settings.method, design=settings.design,
         propensity=settings.propensity, groups=table.groups, groups_name=table.groups_name,
         cv=settings.cv, n_components=settings.n_components, n_estimators=settings.n_estimators,
-        min_samples_leaf=settings.min_samples_leaf, trim=settings.trim, clip=settings.clip,
+        min_samples_leaf=settings.min_samples_leaf, max_samples=settings.max_samples,
+        trim=settings.trim, clip=settings.clip,
         n_bootstrap=n_bootstrap, random_state=seed)
     return comparison.summary(), comparison.figure()
 
@@ -97,6 +98,7 @@ def evaluate_table(table: EstimationTable, settings: Any, paths: RunPaths, *,
         method=settings.method, design=settings.design, propensity=settings.propensity,
         groups=table.groups, cv=settings.cv, n_components=settings.n_components,
         n_estimators=settings.n_estimators, min_samples_leaf=settings.min_samples_leaf,
+        max_samples=settings.max_samples,
         n_bootstrap=n_bootstrap, random_state=seed, trim=settings.trim, clip=settings.clip,
         groups_name=table.groups_name)
     figures = {"toc": plots.plot_toc({"AUTOC": report.autoc}),

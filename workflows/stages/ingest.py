@@ -60,7 +60,7 @@ def ingest_inputs(ctx: StageContext) -> list[Path]:
 def ingest_stage(ctx: StageContext) -> IngestOutput:
     """Cut every unit's chip (or look up its patch) into ``paths.tiles``; list the skipped."""
     config, paths = ctx.config, ctx.paths
-    units = ctx.units()
+    units = ctx.units() if config.patches is not None else ctx.unit_points()
     ctx.forget("store", "encoder")
     if config.patches is not None:
         from eocausal.pipeline.patches import ingest_patches

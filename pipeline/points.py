@@ -1,0 +1,224 @@
+"""Unit ids and point coordinates read without a GeoDataFrame: what ingestion needs, lean.
+
+A GeoDataFrame of a million points holds a million shapely objects (~210 bytes each) and,
+read from GeoParquet, an Arrow buffer pool that stays allocated: about 400 MB before the
+first pixel. Cutting chips needs only each unit's id and centre, so for files of points
+(GeoParquet, Parquet or CSV with lon/lat) this module streams the two columns in batches,
+converts each batch's geometry to coordinates and lets the shapely objects go: ~50 bytes
+a unit. The checks are those of :func:`pipeline.units.read_units`, with its messages; any
+other file (a GeoPackage, polygons) is read by ``read_units`` as before.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from eocausal.pipeline.units import (
+    TABLE_SUFFIXES,
+    UnitColumns,
+    check_coordinate_bounds,
+    format_rows,
+)
+from pyproj import CRS
+
+from eocausal.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
+
+__all__ = ["UnitPoints", "read_unit_points"]
+
+BATCH_ROWS = 65_536  # rows converted at a time: a few MB of shapely objects at most
+GEOPARQUET_DEFAULT_CRS = "OGC:CRS84"  # the GeoParquet spec's CRS when "crs" is absent
+
+
+@dataclass(frozen=True)
+class UnitPoints:
+    """Ids and point coordinates of validated units, in the file's CRS."""
+
+    unit_id: np.ndarray  # (N,) str
+    xy: np.ndarray  # (N, 2) float64
+    crs: CRS
+
+    def __len__(self) -> int:
+        return len(self.unit_id)
+
+    def centres(self, crs: Any) -> np.ndarray:
+        """Coordinates (N, 2) in ``crs``, reprojected as arrays (no shapely objects)."""
+        target = CRS.from_user_input(crs)
+        if self.crs == target:
+            return self.xy
+        from pyproj import Transformer
+
+        transformer = Transformer.from_crs(self.crs, target, always_xy=True)
+        return np.column_stack(transformer.transform(self.xy[:, 0], self.xy[:, 1]))
+
+
+def read_unit_points(path: str | Path, columns: UnitColumns | None = None) -> UnitPoints | None:
+    """Ids and coordinates of a points file, or None when the file needs ``read_units``.
+
+    None for formats other than (Geo)Parquet and CSV/TSV tables, for geometries that are
+    not all points, and for GeoParquet not encoded as WKB: the caller then reads the file
+    with :func:`pipeline.units.read_units`, which handles every case.
+
+    Raises
+    ------
+    InputFileError, MissingColumnError, CRSMissingError, UnitsError
+        As ``read_units`` does, with the same messages.
+    """
+    columns = columns or UnitColumns()
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputFileError(f"Units file '{path}' does not exist. Check 'units.path'.")
+    if suffix == ".parquet":
+        read = _read_parquet(path, columns)
+    elif suffix in TABLE_SUFFIXES:
+        read = _read_csv(path, columns)
+    else:
+        return None
+    if read is None:
+        return None
+    ids, xy, crs = read
+    return _validated(ids, xy, crs, str(path), table=suffix in TABLE_SUFFIXES)
+
+
+def _read_parquet(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndarray, CRS] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as exc:
+        raise InputFileError(f"Units file '{path}' cannot be read as Parquet: {exc}.") from exc
+    meta = (file.schema_arrow.metadata or {}).get(b"geo")
+    names = file.schema_arrow.names
+    if meta is None:  # a plain table: lon/lat columns
+        coords = [columns.lon, columns.lat]
+        if not all(c in names for c in coords):
+            return None  # read_units names the missing columns
+        crs = CRS.from_user_input(columns.crs or "EPSG:4326")
+        geometry = None
+    else:
+        geo = json.loads(meta)
+        geometry = geo.get("primary_column", "geometry")
+        info = geo.get("columns", {}).get(geometry, {})
+        if info.get("encoding", "WKB").upper() != "WKB":
+            return None
+        crs_info = info.get("crs", GEOPARQUET_DEFAULT_CRS)
+        if crs_info is None:  # explicitly unknown
+            if columns.crs is None:
+                raise CRSMissingError(
+                    f"Units file '{path}' has no CRS, so units cannot be placed on the imagery. "
+                    "Give 'units.crs' in the config (for example EPSG:4326).")
+            crs_info = columns.crs
+        crs = CRS.from_user_input(crs_info)
+        coords = [geometry]
+    if columns.id not in names:
+        _missing_column(path, columns.id, [n for n in names if n != geometry])
+    ids, xy = [], []
+    for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=[columns.id, *coords]):
+        ids.append(_ids(batch.column(0).to_numpy(zero_copy_only=False)))
+        if geometry is None:
+            xy.append(np.column_stack([batch.column(1).to_numpy(zero_copy_only=False),
+                                       batch.column(2).to_numpy(zero_copy_only=False)]))
+            continue
+        geoms = shapely.from_wkb(batch.column(1).to_numpy(zero_copy_only=False))
+        points = _points(geoms)
+        if points is None:
+            return None
+        xy.append(points)
+    _release_arrow_memory()
+    return _joined(ids, xy, crs)
+
+
+def _release_arrow_memory() -> None:
+    """Give the Arrow pool's freed decode buffers back to the system (tens of MB at 1M rows)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _read_csv(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndarray, CRS] | None:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        header = pd.read_csv(path, sep=sep, nrows=0).columns.tolist()
+    except Exception as exc:
+        raise InputFileError(f"Units file '{path}' cannot be read as a table: {exc}.") from exc
+    if not all(c in header for c in (columns.lon, columns.lat)):
+        return None  # read_units names the missing coordinate columns
+    if columns.id not in header:
+        _missing_column(path, columns.id, header)
+    ids, xy = [], []
+    reader = pd.read_csv(path, sep=sep, usecols=[columns.id, columns.lon, columns.lat],
+                         chunksize=BATCH_ROWS, dtype={columns.id: object})
+    for chunk in reader:
+        ids.append(_ids(chunk[columns.id].to_numpy()))
+        xy.append(chunk[[columns.lon, columns.lat]].to_numpy(dtype=float))
+    return _joined(ids, xy, CRS.from_user_input(columns.crs or "EPSG:4326"))
+
+
+def _ids(values: np.ndarray) -> np.ndarray:
+    """A batch of ids as a numpy str array (4 bytes a character, no Python objects kept).
+
+    A missing id is an empty string here and raises in ``_validated``, naming its row (an
+    id that is really empty is refused too, for the same reason).
+    """
+    values = np.asarray(values, dtype=object)
+    missing = pd.isna(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = ""
+    return values.astype(str)
+
+
+def _points(geoms: np.ndarray) -> np.ndarray | None:
+    """(B, 2) coordinates of a batch of points (NaN where empty), or None for other types."""
+    types = shapely.get_type_id(geoms)
+    if not ((types == 0) | (types == -1)).all():  # -1: missing geometry
+        return None
+    out = np.full((len(geoms), 2), np.nan)
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    out[present] = shapely.get_coordinates(geoms[present])
+    return out
+
+
+def _joined(ids: list[np.ndarray], xy: list[np.ndarray], crs: CRS
+            ) -> tuple[np.ndarray, np.ndarray, CRS]:
+    return (np.concatenate(ids) if ids else np.empty(0, dtype=object),
+            np.concatenate(xy) if xy else np.empty((0, 2)), crs)
+
+
+def _missing_column(path: Path, name: str, present: list[str]) -> None:
+    raise MissingColumnError(
+        f"Units file '{path}' has no column(s) {[name]}; its columns are {present}. "
+        "Map them in the config's 'units' section (id, treatment, outcome, covariates).")
+
+
+def _validated(ids: np.ndarray, xy: np.ndarray, crs: CRS, source: str, *, table: bool
+               ) -> UnitPoints:
+    """The checks of ``validate_units`` on arrays; ids end as a compact numpy str array."""
+    if len(ids) == 0:
+        raise UnitsError(f"Units file '{source}' has no units (no rows). Give a file with at "
+                         "least one unit.")
+    missing = np.flatnonzero(ids == "")
+    if missing.size:
+        raise UnitsError(f"Units file '{source}' has missing ids in rows {format_rows(missing)}. "
+                         "Every unit needs an id.")
+    order = np.argsort(ids, kind="stable")
+    same = ids[order[1:]] == ids[order[:-1]]
+    if same.any():
+        rows = np.sort(np.unique(np.concatenate([order[1:][same], order[:-1][same]])))
+        raise UnitsError(
+            f"Units file '{source}' has duplicate ids: {format_rows(np.unique(ids[rows]))} "
+            f"(rows {format_rows(rows)}). Ids must be unique.")
+    empty = np.flatnonzero(np.isnan(xy).any(axis=1))
+    if empty.size:
+        what = "missing coordinates" if table else "empty geometry"
+        raise UnitsError(
+            f"Units file '{source}' has {what} in rows {format_rows(empty)} "
+            f"(unit ids {format_rows(ids[empty])}). Fix or drop them.")
+    check_coordinate_bounds(np.hstack([xy, xy]), crs, ids, source)
+    return UnitPoints(ids, np.ascontiguousarray(xy, dtype=np.float64), crs)

@@ -1,0 +1,114 @@
+"""The lean units reader: same ids, coordinates and messages as read_units, no GeoDataFrame."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from eocausal.pipeline.ingest import ingest
+from eocausal.pipeline.points import UnitPoints, read_unit_points
+from eocausal.pipeline.store import open_store
+from eocausal.pipeline.units import UnitColumns, read_units
+from shapely.geometry import box
+
+from eocausal.errors import CRSMissingError, MissingColumnError, UnitsError
+from tests.conftest import DATA, SENTINEL2
+
+UGANDA = DATA / "rct_geo" / "causalimages_uganda_units.csv"
+COLUMNS = UnitColumns(id="row", treatment=None, outcome=None, lon="geo_long", lat="geo_lat")
+
+
+def _points_on_scene(n: int, seed: int = 0) -> gpd.GeoDataFrame:
+    rng = np.random.default_rng(seed)
+    with rasterio.open(SENTINEL2) as src:
+        xs, ys = src.transform @ (rng.uniform(20, 490, n), rng.uniform(20, 490, n))
+        crs = src.crs
+    return gpd.GeoDataFrame({"unit_id": [f"p{i}" for i in range(n)]},
+                            geometry=gpd.points_from_xy(xs, ys), crs=crs).to_crs("EPSG:4326")
+
+
+def test_uganda_csv_gives_the_ids_and_coordinates_of_read_units(data_dir):
+    points = read_unit_points(UGANDA, COLUMNS)
+    units = read_units(UGANDA, COLUMNS, require_outcome=False)
+    assert isinstance(points, UnitPoints) and len(points) == len(units) == 2082
+    np.testing.assert_array_equal(points.unit_id, units["unit_id"].to_numpy(dtype=str))
+    np.testing.assert_allclose(points.xy, np.column_stack([units.geometry.x, units.geometry.y]))
+    assert points.crs.to_epsg() == 4326
+
+
+def test_geoparquet_in_batches_equals_read_units(tmp_path, monkeypatch):
+    import eocausal.pipeline.points as points_module
+
+    monkeypatch.setattr(points_module, "BATCH_ROWS", 7)  # many batches, a short last one
+    frame = _points_on_scene(50)
+    frame.to_parquet(tmp_path / "u.parquet")
+    points = read_unit_points(tmp_path / "u.parquet")
+    units = read_units(tmp_path / "u.parquet", require_outcome=False)
+    np.testing.assert_array_equal(points.unit_id, units["unit_id"].to_numpy(dtype=str))
+    np.testing.assert_allclose(points.xy, shapely_xy(units))
+    assert points.crs == units.crs
+
+
+def shapely_xy(units: gpd.GeoDataFrame) -> np.ndarray:
+    return np.column_stack([units.geometry.x, units.geometry.y])
+
+
+def test_ingest_from_points_writes_the_same_store(tmp_path, data_dir):
+    frame = _points_on_scene(60, seed=3)
+    frame.to_parquet(tmp_path / "u.parquet")
+    lean = ingest(read_unit_points(tmp_path / "u.parquet"), [SENTINEL2], tmp_path / "a.zarr",
+                  chip_size=16)
+    full = ingest(read_units(tmp_path / "u.parquet", require_outcome=False), [SENTINEL2],
+                  tmp_path / "b.zarr", chip_size=16)
+    a, b = open_store(lean.store_path), open_store(full.store_path)
+    np.testing.assert_array_equal(a.unit_ids, b.unit_ids)
+    np.testing.assert_array_equal(np.asarray(a.chips[:]), np.asarray(b.chips[:]))
+    np.testing.assert_allclose(a.centres, b.centres)
+    assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
+
+
+def test_polygons_and_other_formats_are_left_to_read_units(tmp_path):
+    polys = gpd.GeoDataFrame({"unit_id": ["a", "b"]}, geometry=[box(0, 0, 1, 1), box(1, 1, 2, 2)],
+                             crs="EPSG:4326")
+    polys.to_parquet(tmp_path / "poly.parquet")
+    polys.to_file(tmp_path / "poly.gpkg")
+    assert read_unit_points(tmp_path / "poly.parquet") is None
+    assert read_unit_points(tmp_path / "poly.gpkg") is None
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_bad_rows_get_the_messages_of_read_units(tmp_path, suffix):
+    frame = pd.DataFrame({"unit_id": ["a", "b", "a", "c"], "lon": [32.0, 32.1, 32.2, 32.3],
+                          "lat": [0.1, 0.2, 0.3, 0.4]})
+    path = tmp_path / f"u{suffix}"
+
+    def write(f: pd.DataFrame) -> None:
+        if suffix == ".csv":
+            f.to_csv(path, index=False)
+        else:
+            gpd.GeoDataFrame(f.drop(columns=["lon", "lat"]), geometry=gpd.points_from_xy(f.lon, f.lat),
+                             crs="EPSG:4326").to_parquet(path)
+
+    write(frame)
+    with pytest.raises(UnitsError, match=r"duplicate ids: a \(rows 0, 2\)"):
+        read_unit_points(path)
+    write(frame.assign(unit_id=["a", None, "b", "c"]))
+    with pytest.raises(UnitsError, match="missing ids in rows 1"):
+        read_unit_points(path)
+    write(frame.assign(unit_id=list("abcd"), lat=[0.1, 95.0, 0.3, 0.4]))
+    with pytest.raises(UnitsError, match=r"invalid coordinates in rows 1 \(unit ids b\)"):
+        read_unit_points(path)
+    write(frame.assign(unit_id=list("abcd")).rename(columns={"unit_id": "uid"}))
+    with pytest.raises(MissingColumnError, match=r"no column\(s\) \['unit_id'\]"):
+        read_unit_points(path)
+
+
+def test_geoparquet_without_crs_needs_units_crs(tmp_path):
+    frame = gpd.GeoDataFrame({"unit_id": ["a"]}, geometry=gpd.points_from_xy([500.0], [10.0]))
+    frame.to_parquet(tmp_path / "u.parquet")
+    with pytest.raises(CRSMissingError, match="units.crs"):
+        read_unit_points(tmp_path / "u.parquet")
+    points = read_unit_points(tmp_path / "u.parquet", UnitColumns(crs="EPSG:32618"))
+    assert points.crs.to_epsg() == 32618
