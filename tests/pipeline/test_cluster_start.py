@@ -48,3 +48,7 @@ def test_tasks_run_in_the_driver_until_the_workers_are_up():
         assert results[0][1] == os.getpid()
         mapper.wait_started()
         assert all(pid != os.getpid() for _, pid in mapper(lambda x: (x, os.getpid()), [1, 2]))
+        # dask's stack-sampling profiler holds the GIL every 10 ms: off on embedded workers
+        profiling = mapper._dask_client().run(
+            lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
+        assert list(profiling.values()) == [False]
