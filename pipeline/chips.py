@@ -4,6 +4,12 @@ A chip is read as the part of its window that lies inside the raster, placed int
 zero-filled array; the validity mask is False outside the raster and where GDAL's dataset
 mask says "no data". Reading windows directly (not through a spatial index and a merge, as
 torchgeo's RasterDataset does) keeps a point-chip loop as fast as a bare rasterio loop.
+
+When a raster's only mask is its nodata value (every band's mask flags are ``nodata`` or
+``all_valid``), the dataset mask is the OR over bands of "pixel differs from the band's
+nodata value", so it is computed from the pixels already read (:func:`nodata_validity`)
+instead of a second GDAL read per chip; a real mask band (``.msk``, internal mask, alpha)
+is still read through GDAL.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.windows import Window
 
-__all__ = ["ChipGrid", "chip_window", "read_chip", "window_overlap_fraction"]
+__all__ = ["ChipGrid", "chip_window", "mask_from_nodata", "nodata_validity", "read_chip",
+           "window_overlap_fraction"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,61 @@ def _has_mask(dataset: rasterio.io.DatasetReader) -> bool:
     return any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
 
 
+def mask_from_nodata(dataset: rasterio.io.DatasetReader) -> bool:
+    """True when the dataset mask follows from the nodata values alone, so numpy can compute it.
+
+    That holds when every band's mask is GDAL's nodata mask or "all valid" (no mask band,
+    ``.msk`` file or alpha band) and the file is not a 4-band RGBA whose alpha band GDAL
+    would use as the dataset mask.
+    """
+    flags = dataset.mask_flag_enums
+    if not any(f == [MaskFlags.nodata] for f in flags):
+        return False
+    if not all(f in ([MaskFlags.nodata], [MaskFlags.all_valid]) for f in flags):
+        return False
+    return not (dataset.count == 4 and dataset.colorinterp[3] == ColorInterp.alpha)
+
+
+def _nodata_values(dataset: rasterio.io.DatasetReader) -> tuple[float | None, ...]:
+    """Each band's nodata value, or None for a band whose mask says "all valid"."""
+    return tuple(v if MaskFlags.nodata in f else None
+                 for v, f in zip(dataset.nodatavals, dataset.mask_flag_enums, strict=True))
+
+
+def nodata_validity(pixels: np.ndarray, nodatavals: tuple[float | None, ...]) -> np.ndarray:
+    """Valid pixels as GDAL's dataset mask defines them for a nodata-only raster.
+
+    A pixel is valid where any band differs from its band's nodata value (NaN matches NaN);
+    a band without a nodata value (None) makes every pixel valid.
+
+    Parameters
+    ----------
+    pixels : ndarray of shape (C, H, W)
+        Every band of the dataset, in band order.
+    nodatavals : tuple of float or None, length C
+
+    Returns
+    -------
+    valid : ndarray of shape (H, W), bool
+    """
+    valid = np.zeros(pixels.shape[1:], dtype=bool)
+    for band, value in zip(pixels, nodatavals, strict=True):
+        if value is None or not _representable(value, band.dtype):
+            return np.ones(pixels.shape[1:], dtype=bool)  # this band never reads "no data"
+        if np.isnan(value):
+            valid |= ~np.isnan(band)
+        else:
+            valid |= band != band.dtype.type(value)
+    return valid
+
+
+def _representable(value: float, dtype: np.dtype) -> bool:
+    if np.issubdtype(dtype, np.floating):
+        return True
+    info = np.iinfo(dtype)
+    return bool(np.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max)
+
+
 def read_chip(
     dataset: rasterio.io.DatasetReader,
     window: Window,
@@ -80,7 +142,8 @@ def read_chip(
     pixels : ndarray of shape (C, H, W), the dataset's dtype
         Zero outside the raster.
     valid : ndarray of shape (H, W), bool
-        True where the raster has data (GDAL dataset mask) inside its extent.
+        True where the raster has data (GDAL's dataset mask, or the same computed from the
+        nodata values for a raster without a mask band) inside its extent.
     """
     indexes = indexes or list(range(1, dataset.count + 1))
     height, width = int(window.height), int(window.width)
@@ -99,8 +162,14 @@ def read_chip(
     rows = slice(r_start - row0, r_stop - row0)
     cols = slice(c_start - col0, c_stop - col0)
     out[:, rows, cols] = dataset.read(indexes, window=inner)
-    if _has_mask(dataset):
-        valid[rows, cols] = dataset.dataset_mask(window=inner) > 0
-    else:
+    if not _has_mask(dataset):
         valid[rows, cols] = True
+    elif mask_from_nodata(dataset):
+        nodata = _nodata_values(dataset)
+        every = list(range(1, dataset.count + 1))
+        # The dataset mask ORs every band: a subset of bands needs the others read too.
+        pixels = out[:, rows, cols] if indexes == every else dataset.read(window=inner)
+        valid[rows, cols] = nodata_validity(pixels, nodata)
+    else:
+        valid[rows, cols] = dataset.dataset_mask(window=inner) > 0
     return out, valid
