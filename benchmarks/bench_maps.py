@@ -48,7 +48,8 @@ def make_run(out: Path, nodata: bool = True) -> Path:
     from eocausal.workflows.config import config_from_dict
     from eocausal.workflows.runner import run_config
 
-    world = simulate(out / "world", **CONFIG["simulate"])
+    # The world lives beside the run: a run directory holds only what eocausal wrote.
+    world = simulate(out.with_name(f"{out.name}_world"), **CONFIG["simulate"])
     if not nodata:
         for scene in world.scene_paths:
             with rasterio.open(scene, "r+") as dst:
@@ -71,7 +72,7 @@ def region_for(run: Path) -> str:
     import geopandas as gpd
     import shapely
 
-    scene = next((run / "world").glob("scene_*.tif"))
+    scene = next(run.with_name(f"{run.name}_world").glob("scene_*.tif"))
     with rasterio.open(scene) as src:
         b = src.bounds
         inset = CHIP * PIXEL_M

@@ -58,36 +58,39 @@ def window_overlap_fraction(window: Window, grid: ChipGrid) -> float:
     return (cols * rows) / float(window.width * window.height)
 
 
-def _has_mask(dataset: rasterio.io.DatasetReader) -> bool:
-    return any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
+_CLEAN = ([MaskFlags.nodata], [MaskFlags.all_valid])
+
+
+def _nodata_only(dataset: rasterio.io.DatasetReader, flags: list[list[MaskFlags]]) -> bool:
+    if not all(f in _CLEAN for f in flags):
+        return False  # a mask band, .msk file or alpha band: GDAL's mask decides
+    return not (dataset.count == 4 and dataset.colorinterp[3] == ColorInterp.alpha)
 
 
 def mask_from_nodata(dataset: rasterio.io.DatasetReader) -> bool:
     """True when the dataset mask follows from the nodata values alone, so numpy can compute it.
 
-    That holds when every band's mask is GDAL's nodata mask or "all valid" (no mask band,
-    ``.msk`` file or alpha band) and the file is not a 4-band RGBA whose alpha band GDAL
-    would use as the dataset mask.
+    That holds when at least one band has GDAL's nodata mask, every band's mask is the nodata
+    mask or "all valid" (no mask band, ``.msk`` file or alpha band), and the file is not a
+    4-band RGBA whose alpha band GDAL would use as the dataset mask.
     """
     flags = dataset.mask_flag_enums
-    if not any(f == [MaskFlags.nodata] for f in flags):
-        return False
-    if not all(f in ([MaskFlags.nodata], [MaskFlags.all_valid]) for f in flags):
-        return False
-    return not (dataset.count == 4 and dataset.colorinterp[3] == ColorInterp.alpha)
+    return any(f == [MaskFlags.nodata] for f in flags) and _nodata_only(dataset, flags)
 
 
-def _nodata_values(dataset: rasterio.io.DatasetReader) -> tuple[float | None, ...]:
+def _nodata_values(dataset: rasterio.io.DatasetReader,
+                   flags: list[list[MaskFlags]]) -> tuple[float | None, ...]:
     """Each band's nodata value, or None for a band whose mask says "all valid"."""
     return tuple(v if MaskFlags.nodata in f else None
-                 for v, f in zip(dataset.nodatavals, dataset.mask_flag_enums, strict=True))
+                 for v, f in zip(dataset.nodatavals, flags, strict=True))
 
 
 def nodata_validity(pixels: np.ndarray, nodatavals: tuple[float | None, ...]) -> np.ndarray:
     """Valid pixels as GDAL's dataset mask defines them for a nodata-only raster.
 
     A pixel is valid where any band differs from its band's nodata value (NaN matches NaN);
-    a band without a nodata value (None) makes every pixel valid.
+    a band without a nodata value (None), or whose value its dtype cannot hold, makes every
+    pixel valid.
 
     Parameters
     ----------
@@ -99,22 +102,28 @@ def nodata_validity(pixels: np.ndarray, nodatavals: tuple[float | None, ...]) ->
     -------
     valid : ndarray of shape (H, W), bool
     """
-    valid = np.zeros(pixels.shape[1:], dtype=bool)
-    for band, value in zip(pixels, nodatavals, strict=True):
-        if value is None or not _representable(value, band.dtype):
-            return np.ones(pixels.shape[1:], dtype=bool)  # this band never reads "no data"
-        if np.isnan(value):
-            valid |= ~np.isnan(band)
-        else:
-            valid |= band != band.dtype.type(value)
-    return valid
+    if any(v is None or not _representable(v, pixels.dtype) for v in nodatavals):
+        return np.ones(pixels.shape[1:], dtype=bool)  # that band never reads "no data"
+    values = np.asarray(nodatavals, dtype=np.float64)
+    if np.isnan(values).all():
+        return ~np.isnan(pixels).all(axis=0)
+    if np.isnan(values).any():  # mixed NaN and numbers: band by band
+        return np.logical_or.reduce([~np.isnan(b) if np.isnan(v) else b != b.dtype.type(v)
+                                     for b, v in zip(pixels, values, strict=True)])
+    if (values == values[0]).all():
+        return (pixels != pixels.dtype.type(values[0])).any(axis=0)
+    return (pixels != values.astype(pixels.dtype)[:, None, None]).any(axis=0)
 
 
 def _representable(value: float, dtype: np.dtype) -> bool:
-    if np.issubdtype(dtype, np.floating):
+    if dtype.kind == "f":
         return True
-    info = np.iinfo(dtype)
-    return bool(np.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max)
+    info = _INT_RANGES.get(dtype) or _INT_RANGES.setdefault(dtype, np.iinfo(dtype))
+    return bool(math.isfinite(value) and float(value).is_integer()
+                and info.min <= value <= info.max)
+
+
+_INT_RANGES: dict[np.dtype, np.iinfo] = {}  # np.iinfo costs microseconds; chips are many
 
 
 def read_chip(
@@ -145,31 +154,35 @@ def read_chip(
         True where the raster has data (GDAL's dataset mask, or the same computed from the
         nodata values for a raster without a mask band) inside its extent.
     """
-    indexes = indexes or list(range(1, dataset.count + 1))
+    every = list(range(1, dataset.count + 1))
+    indexes = indexes or every
     height, width = int(window.height), int(window.width)
     if out is None:
         out = np.zeros((len(indexes), height, width), dtype=dataset.dtypes[indexes[0] - 1])
-    else:
-        out[...] = 0
     valid = np.zeros((height, width), dtype=bool)
     col0, row0 = int(window.col_off), int(window.row_off)
     c_start, r_start = max(col0, 0), max(row0, 0)
     c_stop = min(col0 + width, dataset.width)
     r_stop = min(row0 + height, dataset.height)
     if c_stop <= c_start or r_stop <= r_start:
+        out[...] = 0
         return out, valid
     inner = Window(c_start, r_start, c_stop - c_start, r_stop - r_start)
     rows = slice(r_start - row0, r_stop - row0)
     cols = slice(c_start - col0, c_stop - col0)
-    out[:, rows, cols] = dataset.read(indexes, window=inner)
-    if not _has_mask(dataset):
+    whole = inner.width == width and inner.height == height
+    if whole and out.dtype == np.dtype(dataset.dtypes[indexes[0] - 1]) and out.flags.c_contiguous:
+        dataset.read(indexes, window=inner, out=out)  # wholly inside: no fill, no copy
+    else:
+        out[...] = 0
+        out[:, rows, cols] = dataset.read(indexes, window=inner)
+    flags = dataset.mask_flag_enums  # one GDAL query per chip
+    if all(f == [MaskFlags.all_valid] for f in flags):
         valid[rows, cols] = True
-    elif mask_from_nodata(dataset):
-        nodata = _nodata_values(dataset)
-        every = list(range(1, dataset.count + 1))
+    elif _nodata_only(dataset, flags):
         # The dataset mask ORs every band: a subset of bands needs the others read too.
         pixels = out[:, rows, cols] if indexes == every else dataset.read(window=inner)
-        valid[rows, cols] = nodata_validity(pixels, nodata)
+        valid[rows, cols] = nodata_validity(pixels, _nodata_values(dataset, flags))
     else:
         valid[rows, cols] = dataset.dataset_mask(window=inner) > 0
     return out, valid

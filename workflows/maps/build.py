@@ -122,7 +122,7 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
     for part in predict_cells(run, grid_store, paths.map_parts, paths=paths,
                               covariates=covariates, reference=reference,
                               batch_size=settings.batch_size, device=settings.device,
-                              n_parts=n_parts, map_partitions=mapper):
+                              n_parts=n_parts, seed=settings.seed, map_partitions=mapper):
         part = part[part["usable"]].drop(columns="usable")
         frames.append(part)
     shutil.rmtree(paths.map_parts, ignore_errors=True)
@@ -132,10 +132,21 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
     return predictions
 
 
+def band_names(cells: pd.DataFrame) -> list[str]:
+    """effect.tif's bands: the effect, its interval and support, then the cluster model's
+    probabilities ``p_cluster_1..K`` and predictive effect when the run has one."""
+    k = sorted(int(c.rsplit("_", 1)[1]) for c in cells.columns
+               if c.startswith("p_cluster_") and c.rsplit("_", 1)[1].isdigit())
+    extra = [f"p_cluster_{i}" for i in k]
+    if k:
+        extra += ["tau_cluster", "tau_cluster_lo", "tau_cluster_hi"]
+    return [*BANDS, *extra]
+
+
 def _rasters(cells: gpd.GeoDataFrame, shape: tuple[int, int]) -> dict[str, np.ndarray]:
     rows, cols = cells["row"].to_numpy(), cells["col"].to_numpy()
     bands = {}
-    for name in BANDS:
+    for name in band_names(cells):
         grid = np.full(shape, np.nan, dtype=np.float32)
         if name == "support":
             values = np.where(cells["extrapolated"].astype("boolean").fillna(True), 0.0, 1.0)
@@ -226,7 +237,8 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
                 "support": "1 inside the trial's support, 0 extrapolation"}
         outputs["effect.tif"] = write_effect_cog(
             paths.effect_tif, bands, transform=grid.transform, crs=grid.crs, tags=tags,
-            band_tags={n: {"units": units_label} for n in ("cate", "cate_lo", "cate_hi")})
+            band_tags={n: {"units": units_label if not n.startswith("p_") else "probability"}
+                       for n in bands if n != "support"})
     cells.to_parquet(paths.cells_parquet, index=False)
     cells.to_file(paths.cells_gpkg, layer="cells", driver="GPKG")
     outputs.update({"cells.parquet": paths.cells_parquet, "cells.gpkg": paths.cells_gpkg})
