@@ -23,8 +23,8 @@ from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.windows import Window
 
-__all__ = ["ChipGrid", "chip_window", "mask_from_nodata", "nodata_validity", "read_chip",
-           "window_overlap_fraction"]
+__all__ = ["ChipGrid", "chip_window", "mask_from_nodata", "nodata_validity", "nodata_values",
+           "read_chip", "window_overlap_fraction"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,10 @@ def mask_from_nodata(dataset: rasterio.io.DatasetReader) -> bool:
     return any(f == [MaskFlags.nodata] for f in flags) and _nodata_only(dataset, flags)
 
 
-def _nodata_values(dataset: rasterio.io.DatasetReader,
-                   flags: list[list[MaskFlags]]) -> tuple[float | None, ...]:
+def nodata_values(dataset: rasterio.io.DatasetReader,
+                  flags: list[list[MaskFlags]] | None = None) -> tuple[float | None, ...]:
     """Each band's nodata value, or None for a band whose mask says "all valid"."""
+    flags = dataset.mask_flag_enums if flags is None else flags
     return tuple(v if MaskFlags.nodata in f else None
                  for v, f in zip(dataset.nodatavals, flags, strict=True))
 
@@ -94,25 +95,27 @@ def nodata_validity(pixels: np.ndarray, nodatavals: tuple[float | None, ...]) ->
 
     Parameters
     ----------
-    pixels : ndarray of shape (C, H, W)
-        Every band of the dataset, in band order.
+    pixels : ndarray of shape (..., C, H, W)
+        Every band of the dataset, in band order (leading axes: many chips at once).
     nodatavals : tuple of float or None, length C
 
     Returns
     -------
-    valid : ndarray of shape (H, W), bool
+    valid : ndarray of shape (..., H, W), bool
     """
+    shape = pixels.shape[:-3] + pixels.shape[-2:]
     if any(v is None or not _representable(v, pixels.dtype) for v in nodatavals):
-        return np.ones(pixels.shape[1:], dtype=bool)  # that band never reads "no data"
+        return np.ones(shape, dtype=bool)  # that band never reads "no data"
     values = np.asarray(nodatavals, dtype=np.float64)
     if np.isnan(values).all():
-        return ~np.isnan(pixels).all(axis=0)
+        return ~np.isnan(pixels).all(axis=-3)
     if np.isnan(values).any():  # mixed NaN and numbers: band by band
+        bands = np.moveaxis(pixels, -3, 0)
         return np.logical_or.reduce([~np.isnan(b) if np.isnan(v) else b != b.dtype.type(v)
-                                     for b, v in zip(pixels, values, strict=True)])
+                                     for b, v in zip(bands, values, strict=True)])
     if (values == values[0]).all():
-        return (pixels != pixels.dtype.type(values[0])).any(axis=0)
-    return (pixels != values.astype(pixels.dtype)[:, None, None]).any(axis=0)
+        return (pixels != pixels.dtype.type(values[0])).any(axis=-3)
+    return (pixels != values.astype(pixels.dtype)[:, None, None]).any(axis=-3)
 
 
 def _representable(value: float, dtype: np.dtype) -> bool:
@@ -182,7 +185,7 @@ def read_chip(
     elif _nodata_only(dataset, flags):
         # The dataset mask ORs every band: a subset of bands needs the others read too.
         pixels = out[:, rows, cols] if indexes == every else dataset.read(window=inner)
-        valid[rows, cols] = nodata_validity(pixels, _nodata_values(dataset, flags))
+        valid[rows, cols] = nodata_validity(pixels, nodata_values(dataset, flags))
     else:
         valid[rows, cols] = dataset.dataset_mask(window=inner) > 0
     return out, valid

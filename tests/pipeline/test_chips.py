@@ -185,3 +185,13 @@ def test_out_of_range_nodata_never_matches():
     assert nodata_validity(pixels, (0.5,)).all()
     np.testing.assert_array_equal(nodata_validity(pixels, (255.0,)), [[True, False]])
     np.testing.assert_array_equal(nodata_validity(pixels, (None,)), [[True, True]])
+
+
+def test_nodata_validity_of_many_chips_at_once():
+    rng = np.random.default_rng(3)
+    chips = rng.integers(0, 3, size=(5, 3, 4, 4)).astype(np.uint8)
+    batched = nodata_validity(chips, (0.0, 0.0, 0.0))
+    for one, got in zip(chips, batched, strict=True):
+        np.testing.assert_array_equal(got, nodata_validity(one, (0.0, 0.0, 0.0)))
+    np.testing.assert_array_equal(nodata_validity(chips, (0.0, 1.0, 2.0)),
+                                  (chips != np.array([0, 1, 2])[:, None, None]).any(axis=1))
