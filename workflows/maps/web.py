@@ -25,7 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from affine import Affine  # noqa: E402
 from branca.element import Element  # noqa: E402
-from rasterio.warp import Resampling, calculate_default_transform, reproject  # noqa: E402
+from rasterio.warp import (  # noqa: E402
+    Resampling,
+    calculate_default_transform,
+    reproject,
+    transform_bounds,
+)
 
 __all__ = ["LAYER_NAMES", "effect_html"]
 
@@ -111,8 +116,8 @@ def effect_html(
     ``bands`` holds ``cate``, ``cate_lo``, ``cate_hi``, ``support`` rasters on ``transform``
     (None for a list of places, drawn as circles from ``cells`` instead).
     """
-    lonlat = cells.to_crs(4326)
-    x0, y0, x1, y1 = lonlat.total_bounds
+    # Bounds only: a lon/lat copy of every cell's geometry would grow with the grid.
+    x0, y0, x1, y1 = transform_bounds(crs, "EPSG:4326", *cells.total_bounds)
     fmap = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], tiles=None, zoom_start=10,
                       control_scale=True)
     fmap.default_js, fmap.default_css = [], []
@@ -151,6 +156,7 @@ def effect_html(
                 zindex=1,
             ).add_to(fmap)
     else:  # a list of places: one coloured circle each
+        lonlat = cells.to_crs(4326)
         cmap = plt.get_cmap("RdBu_r")
         colours = [matplotlib.colors.to_hex(cmap(np.clip((v + vmax) / (2 * vmax), 0, 1)))
                    if np.isfinite(v) else "#999999" for v in values]
