@@ -81,7 +81,17 @@ def _cluster_legend(k: int) -> str:
     return f'<div style="margin-top:4px">Most likely image cluster:{swatches}</div>'
 
 
-def _legend(label: str, vmax: float, width_max: float, n_clusters: int = 0) -> str:
+def _title_box(title: str, label: str) -> str:
+    return f"""
+<div id="eocausal-title" style="position:absolute;top:10px;left:54px;z-index:1000;
+ background:rgba(255,255,255,.92);padding:6px 10px;font:14px system-ui,sans-serif;
+ border:1px solid #999;border-radius:4px;max-width:60%"><b>{html.escape(title)}</b>
+ <div style="font-size:12px">{html.escape(label)}. Click a unit, area or target for its
+ numbers; layers on the right.</div></div>"""
+
+
+def _legend(label: str, vmax: float, width_max: float, n_clusters: int = 0,
+            n_targets: int = 0) -> str:
     return f"""
 <div id="eocausal-legend" style="position:absolute;bottom:24px;right:10px;z-index:1000;
  background:rgba(255,255,255,.92);padding:8px 10px;font:12px system-ui,sans-serif;
@@ -94,7 +104,9 @@ def _legend(label: str, vmax: float, width_max: float, n_clusters: int = 0) -> s
  <div><span style="display:inline-block;width:10px;height:10px;background:#777"></span>
  Extrapolation: outside the trial's support</div>
  <div>&#9679; treated, &#9675; control trial units</div>
- {_cluster_legend(n_clusters) if n_clusters else ""}</div>"""
+ {_cluster_legend(n_clusters) if n_clusters else ""}
+ {f'<div><span style="color:#e6a700">&#9711;</span> the {n_targets} places to treat next '
+  '(targets.csv)</div>' if n_targets else ""}</div>"""
 
 
 def _points(data: gpd.GeoDataFrame, name: str, fields: list[str], aliases: list[str], *,
@@ -201,7 +213,9 @@ def effect_html(
                 ["rank", "cell", "effect", "95% low", "95% high"], radius=6,
                 style=lambda f: {"color": "#e6a700", "weight": 2, "fill": False}).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
-    fmap.get_root().html.add_child(Element(_legend(label, vmax, width_max, n_clusters)))
+    n_targets = 0 if targets is None else len(targets)
+    fmap.get_root().html.add_child(Element(_legend(label, vmax, width_max, n_clusters, n_targets)))
+    fmap.get_root().html.add_child(Element(_title_box(title, label)))
     fmap.fit_bounds([[y0, x0], [y1, x1]])
     page = fmap.get_root().render()
     remote = re.findall(r"<(?:script|link)[^>]+(?:src|href)=[\"']?(https?:[^\"' >]+)", page)
