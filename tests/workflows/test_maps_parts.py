@@ -160,3 +160,17 @@ def test_where_filter_selects_a_country(data_dir):
 def test_bad_bbox_says_the_expected_form():
     with pytest.raises(ConfigError, match="minlon,minlat,maxlon,maxlat"):
         read_region("10,5,2,1")
+
+
+def test_png_labels_each_area_with_its_mean_and_interval(tmp_path):
+    surface = np.zeros((20, 20))
+    extent = (500_000.0, 502_000.0, 3_998_000.0, 4_000_000.0)
+    areas = _halves((20, 20)).rename(columns={"county": "name"})
+    areas["mean_cate"], areas["mean_cate_lo"], areas["mean_cate_hi"] = [0.5, -0.2], [0.1, -0.6], [0.9, 0.2]
+    fig = effect_figure(tmp_path / "a.png", surface=surface, extent=extent, crs="EPSG:32613",
+                        title="t", label="Effect (SD)", areas=areas, boundaries=[areas])
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts if t.get_gid() == "area-label")
+    assert labels == ["east\n-0.20 [-0.60, 0.20]", "west\n0.50 [0.10, 0.90]"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "area: mean effect [95% interval]" in legend

@@ -320,7 +320,8 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     effect_figure(paths.effect_png, surface=None if bands is None else bands["cate"],
                   extent=grid.extent, crs=grid.crs, title=title, label=label,
                   extrapolated=None if bands is None else bands["support"] == 0,
-                  cells=cells if bands is None else None, units=units, boundaries=boundaries)
+                  cells=cells if bands is None else None, units=units, boundaries=boundaries,
+                  areas=aggregates)
     outputs["effect.png"] = paths.effect_png
     effect_html(paths.effect_html, title=title, label=label, bands=bands,
                 transform=grid.transform, crs=grid.crs, cells=cells, units=units,
