@@ -106,3 +106,28 @@ def test_tampered_cluster_model_is_refused(run, tmp_path):
         f.write(b"\0")
     with pytest.raises(InputFileError, match="clusters stage wrote"):
         load_run_model(copy, device="cpu")
+
+
+class _LoopMapper:
+    """map_partitions as a plain loop: prediction tasks load the models from files, as on
+    dask workers."""
+
+    n_workers = 2
+
+    def __call__(self, func, tasks):
+        return [func(task) for task in tasks]
+
+
+def test_cluster_columns_do_not_depend_on_how_cells_are_split(run, tmp_path):
+    import shutil
+
+    from eocausal.workflows.maps import MapSettings, build_map
+
+    copy = RunPaths(tmp_path / "run")
+    shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("maps"))
+    settings = MapSettings(**{**CONFIG["map"], "prediction_tasks": 3})
+    split = build_map(copy, settings, mapper=_LoopMapper(), echo=lambda m: None).cells
+    whole = pd.read_parquet(run.cells_parquet)
+    columns = ["cate", "p_cluster_1", "p_cluster_2", "tau_cluster", "tau_cluster_lo"]
+    np.testing.assert_allclose(split[columns].to_numpy(dtype=float),
+                               whole[columns].to_numpy(dtype=float), rtol=1e-6)
