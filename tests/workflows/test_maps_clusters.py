@@ -4,6 +4,8 @@ cells' features."""
 
 from __future__ import annotations
 
+import re
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -131,3 +133,14 @@ def test_cluster_columns_do_not_depend_on_how_cells_are_split(run, tmp_path):
     columns = ["cate", "p_cluster_1", "p_cluster_2", "tau_cluster", "tau_cluster_lo"]
     np.testing.assert_allclose(split[columns].to_numpy(dtype=float),
                                whole[columns].to_numpy(dtype=float), rtol=1e-6)
+
+
+def test_cluster_layers_render_in_a_browser(run, tmp_path):
+    from tests.workflows.test_browser import CHROMIUM, _open
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed")
+    dom, console = _open(run.effect_html, tmp_path)
+    assert console == []
+    labels = {label.strip() for label in re.findall(r"<span> ([^<]+)</span>", dom)}
+    assert set(LAYER_NAMES.values()) - {LAYER_NAMES["aggregates"], LAYER_NAMES["targets"]} <= labels
