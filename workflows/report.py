@@ -93,6 +93,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "gain_vs_random_se": ("Standard error of the gain over random", ""),
     "gain_vs_all_se": ("Standard error of the gain over treating everyone", ""),
     "k": ("Number of image clusters", ""),
+    "n_clusters": ("Image clusters mapped", "effect.tif has each cluster's probability and the cluster model's effect."),
     "implied_ate": ("Average effect implied by the clusters", "Mean of the clusters' effects, weighted by how many places fall in each."),
     "heldout_loglik_per_unit": ("Held-out fit with these clusters", "Log-likelihood per unit on held-out folds; higher is better."),
     "heldout_loglik_per_unit_one_cluster": ("Held-out fit with one cluster", "Below the line above: the clusters predict outcomes better than one common effect."),

@@ -91,6 +91,12 @@ def test_cells_equal_predict_places_on_the_same_features(run):
     assert seen == int(np.isfinite(cells["cate"]).sum())
 
 
+def test_map_json_names_the_clusters(run):
+    import json
+
+    assert json.loads(run.map_summary.read_text())["n_clusters"] == 2
+
+
 def test_gpkg_and_html_carry_the_clusters(run):
     gpkg = gpd.read_file(run.cells_gpkg)
     assert {"p_cluster_1", "p_cluster_2", "cluster", "tau_cluster"} <= set(gpkg.columns)
