@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-from eocausal.pipeline.chips import read_chip
+from eocausal.pipeline.chips import mask_from_nodata, nodata_validity, nodata_values, read_chip
 from eocausal.pipeline.remote import REMOTE_GDAL_ENV, REMOTE_READ_THREADS
 from eocausal.pipeline.store import open_store
 from eocausal.pipeline.target import SourceAccess, TargetGrid, vrt_transform
@@ -134,18 +134,28 @@ def _inside(task: PartitionTask, source: DateSource, rows: np.ndarray) -> np.nda
 
 def _read_inside(task: PartitionTask, source: DateSource, dataset, rows: np.ndarray, t: int,
                  chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Fast path for windows fully inside a maskless native file; returns the rows left.
+    """Fast path for windows fully inside a native file without a mask band; returns the
+    rows left.
 
     Windows are grouped into cells of ``BLOCK_SPAN`` pixels; a cell whose chips cover its
     bounding box densely enough is read with ONE ``dataset.read`` and its chips are sliced
     out with numpy (pure pixel copies, so identical to per-window reads), which removes
     rasterio's per-call overhead that dominated the bare loop. Sparse cells are read window
-    by window. Rows that touch the file's edge, and every row of a file with a mask, nodata,
-    scale/offset or a warp, go back to the caller's general mosaic loop.
+    by window. A file whose only mask is its nodata value gets its validity from the pixels
+    (:func:`~eocausal.pipeline.chips.nodata_validity`, equal to GDAL's dataset mask). Rows
+    that touch the file's edge, and every row of a file with a mask band, alpha band,
+    scale/offset or a warp (or a nodata file read for a subset of its bands), go back to the
+    caller's general mosaic loop.
     """
-    if (not source.access.native or task.apply_scale_offset or source.nodata is not None
-            or any(MaskFlags.all_valid not in f for f in dataset.mask_flag_enums)):
+    if not source.access.native or task.apply_scale_offset:
         return rows
+    flags = dataset.mask_flag_enums
+    nodata = None  # validity from the nodata values in numpy (GDAL's mask for such a file)
+    if any(MaskFlags.all_valid not in f for f in flags):
+        if not mask_from_nodata(dataset) or list(task.indexes) != list(
+                range(1, dataset.count + 1)):
+            return rows  # a real mask or alpha band, or a mask that ORs bands not read
+        nodata = nodata_values(dataset, flags)
     fresh = rows[~valid[rows, t].reshape(len(rows), -1).any(axis=1)]
     inside = fresh[_inside(task, source, fresh)]
     if inside.size == 0:
@@ -172,7 +182,12 @@ def _read_inside(task: PartitionTask, source: DateSource, dataset, rows: np.ndar
             for j in group:
                 dataset.read(indexes, window=Window(int(cols[j]), int(offs[j]), size, size),
                              out=chips[inside[j], t])
-    valid[inside, t] = True
+    if nodata is None:
+        valid[inside, t] = True
+    else:
+        ok = nodata_validity(chips[inside, t], nodata)
+        valid[inside, t] = ok
+        chips[inside, t] = np.where(ok[:, None], chips[inside, t], 0)  # nodata reads 0
     return np.setdiff1d(rows, inside, assume_unique=True)
 
 

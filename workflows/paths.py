@@ -109,6 +109,16 @@ class RunPaths:
     def clusters(self) -> Path:
         return self.root / "clusters"
 
+    @property
+    def cluster_model(self) -> Path:
+        """The cluster model fitted on every unit (a pickle), for the map's predictions."""
+        return self.clusters / "model.pt"
+
+    @property
+    def cluster_model_sha256(self) -> Path:
+        """Checksum of ``cluster_model`` as the clusters stage wrote it (checked before loading)."""
+        return self.clusters / "model.sha256"
+
     # Map
     @property
     def maps(self) -> Path:

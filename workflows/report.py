@@ -88,6 +88,26 @@ LABELS: dict[str, tuple[str, str]] = {
     "budget": ("Budget", "Places to treat next: a count, or a share of the mapped cells."),
     "n_targets": ("Places chosen", "The best-predicted cells inside the trial's support (targets.csv)."),
     "outcome_units": ("Outcome units", ""),
+    "value_se": ("Standard error of the effect per place", ""),
+    "value_lo": ("Effect per place, 95% low", ""), "value_hi": ("Effect per place, 95% high", ""),
+    "gain_vs_random_se": ("Standard error of the gain over random", ""),
+    "gain_vs_all_se": ("Standard error of the gain over treating everyone", ""),
+    "k": ("Number of image clusters", ""),
+    "n_clusters": ("Image clusters mapped", "effect.tif has each cluster's probability and the cluster model's effect."),
+    "implied_ate": ("Average effect implied by the clusters", "Mean of the clusters' effects, weighted by how many places fall in each."),
+    "heldout_loglik_per_unit": ("Held-out fit with these clusters", "Log-likelihood per unit on held-out folds; higher is better."),
+    "heldout_loglik_per_unit_one_cluster": ("Held-out fit with one cluster", "Below the line above: the clusters predict outcomes better than one common effect."),
+    "cv": ("Cross-fitting folds", ""), "n_bootstrap_replicates": ("Bootstrap replicates", ""),
+    "aggregate_errors": ("Errors of cells in a polygon", "shared: taken as moving together (valid for any correlation)."),
+}
+
+METHOD_NAMES = {
+    "difference_in_means": "Difference in means (no adjustment)",
+    "ipw": "Inverse propensity weighting (IPW)", "aipw": "Doubly robust (AIPW)",
+    "linear_dml": "Double machine learning, linear (LinearDML)",
+    "dr_learner": "Doubly robust learner (DR-learner)", "causal_forest": "Causal forest (DML)",
+    "forest_dr_learner": "Forest DR-learner", "x_learner": "X-learner",
+    "t_learner": "T-learner", "s_learner": "S-learner",
 }
 
 
@@ -111,7 +131,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (list, tuple)):
-        return html.escape(", ".join(_fmt(v) if not isinstance(v, str) else v for v in value))
+        if value and all(isinstance(v, dict) for v in value):
+            return _frame_table(pd.DataFrame(list(value)))
+        return html.escape(", ".join(str(v) if isinstance(v, str) else _fmt(v) for v in value))
     if isinstance(value, dict):
         return _table(value)
     return html.escape(str(value))
@@ -212,10 +234,12 @@ def _ate_methods(summary: dict[str, Any]) -> str:
     rows = []
     est = (summary.get("ate_estimators") or {}).get("estimates") or {}
     for name, e in est.items():
-        rows.append({"method": name, "estimate": e.get("estimate"), "lo": e.get("lo"),
+        rows.append({"method": METHOD_NAMES.get(name, name), "estimate": e.get("estimate"),
+                     "lo": e.get("lo"),
                      "hi": e.get("hi"), "n_used": e.get("n_used"), "note": e.get("note", "")})
     if not rows and _num(summary.get("ate")) is not None:
-        rows.append({"method": summary.get("method"), "estimate": summary.get("ate"),
+        method = summary.get("method")
+        rows.append({"method": METHOD_NAMES.get(method, method), "estimate": summary.get("ate"),
                      "lo": summary.get("ate_lo"), "hi": summary.get("ate_hi"),
                      "n_used": summary.get("n_used"), "note": "main estimate"})
         naive = summary.get("naive") or {}
@@ -251,6 +275,42 @@ def _heterogeneity(het: dict[str, Any]) -> str:
         parts.append("<h3>Effect by predicted group (GATES)</h3>"
                      + _frame_table(pd.DataFrame(gates["table"])))
     return "".join(parts)
+
+
+def _clusters(value: dict[str, Any]) -> str:
+    """The cluster model's table with its own column names (``share`` is the share of places
+    in the cluster here, not a share treated), then its headline numbers."""
+    if not value.get("clusters"):
+        return _table(value)
+    rows = pd.DataFrame(value["clusters"])
+    names = {"cluster": "Cluster", "mu": "Mean effect", "mu_lo": "95% low", "mu_hi": "95% high",
+             "sigma": "Spread of effects (sd)", "share": "Share of places"}
+    table = ""
+    if len(rows):
+        table = _frame_table(rows[[c for c in names if c in rows]].rename(columns=names))
+    implied = value.get("implied_ate") or {}
+    headline = {"k": value.get("k"), "heldout_loglik_per_unit": value.get("heldout_loglik_per_unit"),
+                "heldout_loglik_per_unit_one_cluster":
+                    value.get("heldout_loglik_per_unit_one_cluster")}
+    if implied:
+        headline["implied_ate"] = (f"{_fmt(implied.get('estimate'))} (95% interval "
+                                   f"{_fmt(implied.get('lo'))} to {_fmt(implied.get('hi'))})")
+    return (table + _table(headline) + "<p class='muted'>Settings and the choice of K: "
+            "clusters/clusters.json.</p>")
+
+
+def _aggregates(paths: RunPaths) -> str:
+    path = paths.maps / "aggregates.csv"
+    if not path.exists():
+        return ""
+    frame = pd.read_csv(path)
+    names = {"name": "Area", "n_cells": "Cells", "mean_cate": "Mean effect",
+             "mean_cate_lo": "95% low", "mean_cate_hi": "95% high",
+             "share_extrapolated": "Share extrapolated"}
+    frame = frame[[c for c in names if c in frame]].rename(columns=names)
+    return ("<h3>Mean effect by area</h3><p class='muted'>Mean predicted effect over each "
+            "area's mapped cells; the interval takes the cells' errors as shared inside the "
+            "area (aggregates.csv).</p>" + _frame_table(frame))
 
 
 def _skipped(paths: RunPaths) -> str:
@@ -330,7 +390,7 @@ def write_report(paths: RunPaths | str | Path, summary: dict[str, Any] | None = 
     for key, heading in (("clusters", "Image clusters and their effects"),):
         if summary.get(key):
             value = summary[key]
-            body = _table(value) if isinstance(value, dict) else _fmt(value)
+            body = _clusters(value) if isinstance(value, dict) else _fmt(value)
             parts.append(f"<h2>{heading}</h2>{body}{figs(key, 'salience' if key == 'clusters' else key)}")
     if summary.get("truth"):
         parts.append("<h2>Against the simulated truth</h2>" + _table(summary["truth"]))
@@ -341,6 +401,7 @@ def write_report(paths: RunPaths | str | Path, summary: dict[str, Any] | None = 
             link = "<p><a href='maps/effect.html'>Open the interactive map (maps/effect.html)</a></p>"
         target = summary["map"].get("targeting")
         parts.append("<h2>Effect map</h2>" + link + _table(mapped) + figs("map", "effect")
+                     + _aggregates(paths)
                      + (f"<h3>Where to go next</h3>{_table(target)}" if target else ""))
     if summary.get("targeting") and not (summary.get("map") or {}).get("targeting"):
         target = dict(summary["targeting"])

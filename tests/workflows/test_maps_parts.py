@@ -53,7 +53,7 @@ def test_independent_cells_give_the_iid_interval():
     rng = np.random.default_rng(1)
     surface = rng.normal(size=(20, 20))
     agg = aggregate_cells(_cells(surface, 0.5), _halves(surface.shape), "county",
-                          shape=surface.shape)
+                          shape=surface.shape, errors="neighbour")
     west = agg.set_index("name").loc["west"]
     assert west["n_cells"] == 200
     assert west["mean_cate"] == pytest.approx(surface[:, :10].mean())
@@ -67,7 +67,8 @@ def test_independent_cells_give_the_iid_interval():
 
 def test_correlated_cells_widen_the_interval_towards_the_mean_error():
     smooth = np.add.outer(np.linspace(0, 1, 20), np.linspace(0, 1, 20))
-    agg = aggregate_cells(_cells(smooth, 0.5), _halves(smooth.shape), "county", shape=smooth.shape)
+    agg = aggregate_cells(_cells(smooth, 0.5), _halves(smooth.shape), "county", shape=smooth.shape,
+                          errors="neighbour")
     west = agg.set_index("name").loc["west"]
     half = (west["mean_cate_hi"] - west["mean_cate_lo"]) / 2
     assert west["neighbour_correlation"] > 0.9
@@ -75,6 +76,24 @@ def test_correlated_cells_widen_the_interval_towards_the_mean_error():
                                  rel=1e-3)
     # Much wider than independence, never wider than fully correlated errors.
     assert Z * 0.5 / np.sqrt(200) * 3 < half <= Z * 0.5 + 1e-9
+
+
+def test_shared_errors_give_the_mean_of_the_cells_errors():
+    """The default takes errors as shared inside a polygon: half-width z * mean(s_i), the
+    largest any correlation gives, even on a noise surface."""
+    rng = np.random.default_rng(4)
+    surface = rng.normal(size=(20, 20))
+    cells = _cells(surface, 0.5)
+    se = np.where(cells["col"] < 5, 0.2, 0.6)  # unequal errors: the mean, not the rms
+    cells["cate_lo"], cells["cate_hi"] = cells["cate"] - Z * se, cells["cate"] + Z * se
+    agg = aggregate_cells(cells, _halves(surface.shape), "county", shape=surface.shape)
+    west = agg.set_index("name").loc["west"]
+    half = (west["mean_cate_hi"] - west["mean_cate_lo"]) / 2
+    assert half == pytest.approx(Z * se[cells["col"] < 10].mean())
+    assert half == pytest.approx(Z * 0.4)
+    neighbour = aggregate_cells(cells, _halves(surface.shape), "county", shape=surface.shape,
+                                errors="neighbour").set_index("name").loc["west"]
+    assert (neighbour["mean_cate_hi"] - neighbour["mean_cate_lo"]) / 2 < half / 3
 
 
 def test_polygon_without_cells_reports_zero():
@@ -141,3 +160,17 @@ def test_where_filter_selects_a_country(data_dir):
 def test_bad_bbox_says_the_expected_form():
     with pytest.raises(ConfigError, match="minlon,minlat,maxlon,maxlat"):
         read_region("10,5,2,1")
+
+
+def test_png_labels_each_area_with_its_mean_and_interval(tmp_path):
+    surface = np.zeros((20, 20))
+    extent = (500_000.0, 502_000.0, 3_998_000.0, 4_000_000.0)
+    areas = _halves((20, 20)).rename(columns={"county": "name"})
+    areas["mean_cate"], areas["mean_cate_lo"], areas["mean_cate_hi"] = [0.5, -0.2], [0.1, -0.6], [0.9, 0.2]
+    fig = effect_figure(tmp_path / "a.png", surface=surface, extent=extent, crs="EPSG:32613",
+                        title="t", label="Effect (SD)", areas=areas, boundaries=[areas])
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts if t.get_gid() == "area-label")
+    assert labels == ["east\n-0.20 [-0.60, 0.20]", "west\n0.50 [0.10, 0.90]"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "area: mean effect [95% interval]" in legend

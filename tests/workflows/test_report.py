@@ -81,7 +81,8 @@ def test_raw_keys_get_labels_and_sections_appear_when_present(run):
     page = write_report(run, summary, title="T", outcome_label=None, outcome_units=None).read_text()
     assert "Root PEHE" in page and "root_pehe" not in page
     assert "Share of the naive bias removed" in page and "bias_removed_fraction" not in page
-    assert "<td>aipw</td>" in page and "<td>ipw</td>" in page
+    assert "<td>Doubly robust (AIPW)</td>" in page
+    assert "<td>Inverse propensity weighting (IPW)</td>" in page
     assert "Image clusters and their effects" in page and "hidden confounder" in page
     assert "Outside imagery" in page and "Skipped units" in page
     assert "<script" not in page and "http" not in page  # offline, nothing to fetch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from eocausal.workflows.paths import RunPaths
 
 from eocausal.errors import ConfigError, EncoderError, NoUsableUnitsError
 
-__all__ = ["MapResult", "build_map"]
+__all__ = ["MapResult", "band_names", "build_map", "write_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,31 @@ def _ingest_kwargs(store_attrs: dict[str, Any]) -> dict[str, Any]:
             "resampling": None if resampling == "by dtype" else resampling}
 
 
+def _assemble(units: gpd.GeoDataFrame, parts: Iterable[pd.DataFrame]) -> gpd.GeoDataFrame:
+    """Add each part's predictions to the grid's cells in place, one part at a time.
+
+    A merge would copy the whole cells table (geometry included) once more; here each part
+    only fills preallocated columns, so the map holds one per-cell table. Cells that got no
+    prediction (no imagery) keep NaN.
+    """
+    index = pd.Index(units["unit_id"])
+    columns: dict[str, np.ndarray] = {}
+    for part in parts:
+        part = part[part["usable"].to_numpy(dtype=bool)]
+        positions = index.get_indexer(part["unit_id"])
+        for name in part.columns:
+            if name in ("unit_id", "usable"):
+                continue
+            if name not in columns:
+                columns[name] = np.full(len(units), np.nan)
+            columns[name][positions] = part[name].to_numpy(dtype=float)
+    for name, values in columns.items():
+        units[name] = values
+    return units
+
+
 def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: list[str],
-             run: Any, mapper: Any, echo: Callable[[str], None]) -> pd.DataFrame:
+             run: Any, mapper: Any, echo: Callable[[str], None]) -> tuple[gpd.GeoDataFrame, float]:
     attrs = run.store.attrs
     try:
         result = ingest(grid.units, imagery, paths.grid_tiles, chip_size=run.store.chip_size,
@@ -118,24 +141,71 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
     n_parts = settings.prediction_tasks or (1 if mapper is None else
                                             int(getattr(mapper, "n_workers", 8)))
     n_parts = max(1, min(n_parts, grid_store.n_chunks))
-    frames = []
-    for part in predict_cells(run, grid_store, paths.map_parts, paths=paths,
-                              covariates=covariates, reference=reference,
-                              batch_size=settings.batch_size, device=settings.device,
-                              n_parts=n_parts, map_partitions=mapper):
-        part = part[part["usable"]].drop(columns="usable")
-        frames.append(part)
+    parts = predict_cells(run, grid_store, paths.map_parts, paths=paths,
+                          covariates=covariates, reference=reference,
+                          batch_size=settings.batch_size, device=settings.device,
+                          n_parts=n_parts, seed=settings.seed, map_partitions=mapper)
+    cells = _assemble(grid.units, parts)
     shutil.rmtree(paths.map_parts, ignore_errors=True)
-    predictions = pd.concat(frames, ignore_index=True)
-    predictions["extrapolated"] = predictions["support_distance"] > threshold
-    predictions.attrs["support_threshold"] = threshold
-    return predictions
+    distance = cells["support_distance"].to_numpy()
+    extrapolated = pd.array(distance > threshold, dtype="boolean")
+    extrapolated[np.isnan(distance)] = pd.NA
+    cells["extrapolated"] = extrapolated
+    if "cluster" in cells:
+        cells["cluster"] = pd.array(cells["cluster"].to_numpy(), dtype="Int64")
+    return gpd.GeoDataFrame(cells, geometry="geometry", crs=grid.crs), threshold
+
+
+SLICE_ROWS = 16_384  # cells per write: the exports never convert the whole table at once
+
+
+def write_cells(cells: gpd.GeoDataFrame, parquet: Path, gpkg: Path, *,
+                slice_rows: int = SLICE_ROWS) -> None:
+    """Write the cells as GeoParquet and GeoPackage slice by slice.
+
+    The GeoParquet ``geo`` metadata comes from geopandas (written for one row, bbox set to
+    all cells); each slice is then appended as a row group, so no Arrow copy of the whole
+    table is ever made. The GeoPackage is appended to the same way.
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    head = io.BytesIO()
+    cells.iloc[:1].to_parquet(head, index=False)
+    schema = pq.read_schema(pa.BufferReader(head.getvalue()))
+    geo = json.loads(schema.metadata[b"geo"])
+    geo["columns"][cells.geometry.name]["bbox"] = [float(v) for v in cells.total_bounds]
+    metadata = {b"geo": json.dumps(geo).encode()}
+    schema = schema.with_metadata(metadata)
+    tmp = parquet.with_name(f".{parquet.name}.tmp")
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(cells), slice_rows):
+            part = pa.table(cells.iloc[start:start + slice_rows].to_arrow(index=False))
+            writer.write_table(part.cast(schema))
+    tmp.replace(parquet)
+    gpkg.unlink(missing_ok=True)
+    for start in range(0, len(cells), slice_rows):
+        cells.iloc[start:start + slice_rows].to_file(gpkg, layer="cells", driver="GPKG",
+                                                     mode="w" if start == 0 else "a")
+
+
+def band_names(cells: pd.DataFrame) -> list[str]:
+    """effect.tif's bands: the effect, its interval and support, then the cluster model's
+    probabilities ``p_cluster_1..K`` and predictive effect when the run has one."""
+    k = sorted(int(c.rsplit("_", 1)[1]) for c in cells.columns
+               if c.startswith("p_cluster_") and c.rsplit("_", 1)[1].isdigit())
+    extra = [f"p_cluster_{i}" for i in k]
+    if k:
+        extra += ["tau_cluster", "tau_cluster_lo", "tau_cluster_hi"]
+    return [*BANDS, *extra]
 
 
 def _rasters(cells: gpd.GeoDataFrame, shape: tuple[int, int]) -> dict[str, np.ndarray]:
     rows, cols = cells["row"].to_numpy(), cells["col"].to_numpy()
     bands = {}
-    for name in BANDS:
+    for name in band_names(cells):
         grid = np.full(shape, np.nan, dtype=np.float32)
         if name == "support":
             values = np.where(cells["extrapolated"].astype("boolean").fillna(True), 0.0, 1.0)
@@ -211,9 +281,7 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     _check_overlap(region, imagery)
     grid = lay_grid(region, settings.spacing, max_cells=settings.max_cells)
     paths.maps.mkdir(parents=True, exist_ok=True)
-    predictions = _predict(paths, settings, grid, imagery, run, mapper, echo)
-    cells = grid.units.merge(predictions, on="unit_id", how="left")
-    cells = gpd.GeoDataFrame(cells, geometry="geometry", crs=grid.crs)
+    cells, threshold = _predict(paths, settings, grid, imagery, run, mapper, echo)
     units_label = outcome_units or "outcome units"
     label = f"Effect on {outcome_label or 'the outcome'} ({units_label})"
     title = title or f"Predicted effect of the programme, {region.source}"
@@ -222,17 +290,18 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     if grid.shape is not None:
         bands = _rasters(cells, grid.shape)
         tags = {"outcome_label": outcome_label or "", "outcome_units": units_label,
-                "support_threshold": f"{predictions.attrs['support_threshold']:.6g}",
+                "support_threshold": f"{threshold:.6g}",
                 "support": "1 inside the trial's support, 0 extrapolation"}
         outputs["effect.tif"] = write_effect_cog(
             paths.effect_tif, bands, transform=grid.transform, crs=grid.crs, tags=tags,
-            band_tags={n: {"units": units_label} for n in ("cate", "cate_lo", "cate_hi")})
-    cells.to_parquet(paths.cells_parquet, index=False)
-    cells.to_file(paths.cells_gpkg, layer="cells", driver="GPKG")
+            band_tags={n: {"units": units_label if not n.startswith("p_") else "probability"}
+                       for n in bands if n != "support"})
+    write_cells(cells, paths.cells_parquet, paths.cells_gpkg)
     outputs.update({"cells.parquet": paths.cells_parquet, "cells.gpkg": paths.cells_gpkg})
     aggregates = None
     if polygons is not None:
-        aggregates = aggregate_cells(cells, polygons, settings.by, shape=grid.shape)
+        aggregates = aggregate_cells(cells, polygons, settings.by, shape=grid.shape,
+                                     errors=settings.aggregate_errors)
         empty = int((aggregates["n_cells"] == 0).sum())
         aggregates = aggregates[aggregates["n_cells"] > 0].reset_index(drop=True)
         if empty:
@@ -251,7 +320,8 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     effect_figure(paths.effect_png, surface=None if bands is None else bands["cate"],
                   extent=grid.extent, crs=grid.crs, title=title, label=label,
                   extrapolated=None if bands is None else bands["support"] == 0,
-                  cells=cells if bands is None else None, units=units, boundaries=boundaries)
+                  cells=cells if bands is None else None, units=units, boundaries=boundaries,
+                  areas=aggregates)
     outputs["effect.png"] = paths.effect_png
     effect_html(paths.effect_html, title=title, label=label, bands=bands,
                 transform=grid.transform, crs=grid.crs, cells=cells, units=units,
@@ -266,9 +336,11 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
         "n_extrapolated": int(cells["extrapolated"].fillna(False).astype(bool).sum()),
         "share_extrapolated": float(cells.loc[predicted, "extrapolated"].astype(bool).mean())
         if predicted.any() else None,
-        "support_threshold": predictions.attrs["support_threshold"],
+        "support_threshold": threshold,
         "mean_cate": float(np.nanmean(cells["cate"])) if predicted.any() else None,
         "outcome_units": units_label,
+        "n_clusters": None if run.clusters is None else int(run.clusters.n_clusters),
+        "aggregate_errors": settings.aggregate_errors if polygons is not None else None,
         "budget": settings.budget, "n_targets": None if targets is None else int(len(targets)),
         "targeting": None if targeting is None else targeting.summary(),
         "outputs": {k: str(v.relative_to(paths.root)) for k, v in outputs.items()},

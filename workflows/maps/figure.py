@@ -80,11 +80,14 @@ def effect_figure(
     crs: str, title: str, label: str, extrapolated: np.ndarray | None = None,
     cells: gpd.GeoDataFrame | None = None, units: gpd.GeoDataFrame | None = None,
     boundaries: list[gpd.GeoDataFrame] | None = None,
+    areas: gpd.GeoDataFrame | None = None,
 ) -> Figure:
     """Draw and save the map; return the figure (closed for drawing, open for inspection).
 
     ``surface`` (rows, cols) fills ``extent`` = (left, right, bottom, top) in ``crs``; a list
     of places passes ``cells`` (points with ``cate``) instead. ``units`` has ``treatment``.
+    ``areas`` (the aggregates: ``name``, ``mean_cate``, ``mean_cate_lo``/``_hi``) are
+    labelled with their mean effect and interval, the number a reader quotes.
     """
     fig, ax = plt.subplots(figsize=(7.6, 6.4))
     ax.set_facecolor(NODATA)  # cells without imagery or outside the region: never white (zero)
@@ -127,8 +130,21 @@ def effect_figure(
         handles.append(Patch(facecolor="white", edgecolor="0.25", hatch="////",
                              label="hatched: outside the trial's support"))
     handles.append(Patch(facecolor=NODATA, edgecolor="0.5", label="no data"))
+    if areas is not None and len(areas):
+        inside = areas.to_crs(crs)
+        for point, row in zip(inside.geometry.representative_point(), inside.itertuples(),
+                              strict=True):
+            ax.annotate(f"{row.name}\n{row.mean_cate:.2f} [{row.mean_cate_lo:.2f}, "
+                        f"{row.mean_cate_hi:.2f}]", (point.x, point.y), ha="center",
+                        va="center", fontsize=7, zorder=6, gid="area-label",
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.8,
+                              "lw": 0.4})
+        handles.append(Patch(facecolor="white", edgecolor="0.4",
+                             label="area: mean effect [95% interval]"))
     scatter_handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=scatter_handles + handles, loc="lower left", fontsize=7, framealpha=0.85)
+    # Below the map, so it never hides cells.
+    ax.legend(handles=scatter_handles + handles, loc="upper center", fontsize=7,
+              framealpha=0.85, bbox_to_anchor=(0.5, -0.09), ncol=3)
     _graticule(ax, crs, extent)
     length = scale_length(extent[1] - extent[0])
     text = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
@@ -142,6 +158,6 @@ def effect_figure(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend sits below the axes
     plt.close(fig)
     return fig

@@ -32,14 +32,16 @@ from eocausal.models.features.io import read_features
 from eocausal.models.features.parts import plan_parts
 from eocausal.pipeline.store import TileStore, open_store
 from eocausal.workflows.paths import RunPaths
+from eocausal.workflows.stages.clusters import load_cluster_model
 from eocausal.workflows.stages.estimate import verify_model_file
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from eocausal.errors import ConfigError, EncoderError, InputFileError
 
-__all__ = ["PredictTask", "RunModel", "covariate_means", "load_run_model", "predict_cells",
-           "predict_part", "predict_range", "reduce_features", "support_reference"]
+__all__ = ["CLUSTER_COLUMNS", "PredictTask", "RunModel", "covariate_means", "load_run_model",
+           "predict_cells", "predict_cluster_cells", "predict_part", "predict_range", "reduce_features",
+           "support_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class RunModel:
     model: EffectModel
     metadata: dict[str, Any]
     features: pd.DataFrame
+    clusters: Any = None  # the clusters stage's ClusterModel, when the run fitted one
 
     @property
     def band_names(self) -> list[str]:
@@ -108,7 +111,7 @@ def load_run_model(paths: RunPaths, *, device: str = "auto") -> RunModel:
             f"but the run's encoder {settings['name']!r} gives {encoder.n_features}: it was made "
             "with another encoder. Run the estimate stage again on this run's features."
         )
-    run = RunModel(store, encoder, model, metadata, features)
+    run = RunModel(store, encoder, model, metadata, features, load_cluster_model(paths))
     _check_encoder(run, device)
     return run
 
@@ -170,13 +173,63 @@ class PredictTask:
     device: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    clusters_path: str | None = None
+    units_per_chunk: int = 0
+    seed: int = 0
+
+
+CLUSTER_COLUMNS = ("cluster", "tau_cluster", "tau_cluster_lo", "tau_cluster_hi")
+
+
+def predict_cluster_cells(clusters: Any, store: TileStore, ids: np.ndarray, feats: np.ndarray,
+                          *, start: int, units_per_chunk: int, seed: int = 0) -> pd.DataFrame:
+    """Cluster probabilities and the cluster model's predictive effect at cells ``ids``.
+
+    Calls :func:`eocausal.models.heterogeneity.predict.predict_places` once per store chunk
+    with seed ``seed + chunk index``, so a cell's values do not depend on how the cells were
+    split into tasks. A ``features`` model takes the cells' features (the run's encoder, as
+    the clusters stage used); a ``cnn`` model the cells' chips from the grid store.
+
+    Returns
+    -------
+    DataFrame
+        ``p_cluster_1..K``, ``cluster`` (most probable), ``tau_cluster``, ``tau_cluster_lo``,
+        ``tau_cluster_hi`` (posterior predictive mean and 95% interval), one row per id.
+    """
+    from eocausal.models.heterogeneity.data import read_store_chips
+    from eocausal.models.heterogeneity.predict import predict_places
+    from eocausal.models.heterogeneity.train import place_table
+
+    step = max(1, units_per_chunk or len(ids))
+    parts = []
+    for lo in range(0, len(ids), step):
+        chunk = (start + lo) // step
+        batch = ids[lo:lo + step]
+        if clusters.encoder == "features":
+            table = pd.DataFrame(feats[lo:lo + step],
+                                 columns=[f"f{i}" for i in range(feats.shape[1])])
+            table.insert(0, "unit_id", batch)
+            places = predict_places(clusters, table, seed=seed + chunk)
+        else:
+            draws = clusters.draws(read_store_chips(store, batch), seed=seed + chunk)
+            places = place_table(batch, draws)
+        parts.append(places)
+    places = pd.concat(parts, ignore_index=True)
+    keep = [f"p_cluster_{k}" for k in range(1, clusters.n_clusters + 1)]
+    out = places[keep + ["cluster"]].copy()
+    out["tau_cluster"] = places["tau_mean"].to_numpy()
+    out["tau_cluster_lo"] = places["tau_lo"].to_numpy()
+    out["tau_cluster_hi"] = places["tau_hi"].to_numpy()
+    return out
 
 
 def predict_range(store: TileStore, start: int, stop: int, *, encoder: nn.Module,
                   model: EffectModel, neighbours: NearestNeighbors,
                   covariates: tuple[tuple[str, float], ...] | None, mean: np.ndarray,
-                  std: np.ndarray, batch_size: int, device: str) -> pd.DataFrame:
-    """Encode cells ``[start, stop)`` of a grid store, predict their effect and support."""
+                  std: np.ndarray, batch_size: int, device: str, clusters: Any = None,
+                  units_per_chunk: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Encode cells ``[start, stop)`` of a grid store, predict their effect and support, and
+    the cluster model's probabilities and effect when ``clusters`` is given."""
     ids, feats = encode_range(store, encoder, mean=mean, std=std, start=start, stop=stop,
                               batch_size=batch_size, device=device, log_dates=False)
     usable = np.asarray(store.group["usable"][start:stop])
@@ -191,8 +244,14 @@ def predict_range(store: TileStore, start: int, stop: int, *, encoder: nn.Module
         warnings.filterwarnings("ignore", message="Inside a Dask worker", category=UserWarning)
         cate, lo, hi = model.predict_cate(frame, cov)
     dist, _ = neighbours.kneighbors(reduce_features(model, feats.astype(np.float64)))
-    return pd.DataFrame({"unit_id": ids, "usable": usable, "cate": cate, "cate_lo": lo,
-                         "cate_hi": hi, "support_distance": dist[:, 0]})
+    out = pd.DataFrame({"unit_id": ids, "usable": usable, "cate": cate, "cate_lo": lo,
+                        "cate_hi": hi, "support_distance": dist[:, 0]})
+    if clusters is not None:
+        part = predict_cluster_cells(clusters, store, np.asarray(ids), feats, start=start,
+                                     units_per_chunk=units_per_chunk or store.units_per_chunk,
+                                     seed=seed)
+        out = pd.concat([out, part], axis=1)
+    return out
 
 
 def predict_part(task: PredictTask) -> tuple[str, int]:
@@ -201,10 +260,13 @@ def predict_part(task: PredictTask) -> tuple[str, int]:
     encoder = torch.load(task.encoder_path, map_location="cpu", weights_only=False)
     with np.load(task.reference_path) as ref:
         neighbours = NearestNeighbors(n_neighbors=1).fit(ref["reference"])
+    clusters = (None if task.clusters_path is None else
+                torch.load(task.clusters_path, map_location="cpu", weights_only=False))
     out = predict_range(store, task.start, task.stop, encoder=encoder,
                         model=EffectModel.load(task.model_path), neighbours=neighbours,
                         covariates=task.covariates, mean=np.asarray(task.mean),
-                        std=np.asarray(task.std), batch_size=task.batch_size, device=task.device)
+                        std=np.asarray(task.std), batch_size=task.batch_size, device=task.device,
+                        clusters=clusters, units_per_chunk=task.units_per_chunk, seed=task.seed)
     tmp = Path(task.part_path).with_name(f".{Path(task.part_path).name}.tmp")
     pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp)
     os.replace(tmp, task.part_path)
@@ -246,6 +308,7 @@ def covariate_means(paths: RunPaths, model: EffectModel,
 def predict_cells(run: RunModel, grid_store: TileStore, work: Path, *,
                   paths: RunPaths, covariates: dict[str, float] | None,
                   reference: np.ndarray, batch_size: int, device: str, n_parts: int,
+                  seed: int = 0,
                   map_partitions: Callable[[Callable, list[PredictTask]], Iterable[Any]] | None
                   ) -> Iterable[pd.DataFrame]:
     """Yield each part's predictions (``unit_id``, ``usable``, ``cate``, ``cate_lo``,
@@ -262,7 +325,8 @@ def predict_cells(run: RunModel, grid_store: TileStore, work: Path, *,
                                                        grid_store.n_units),
                                 encoder=run.encoder, model=run.model, neighbours=neighbours,
                                 covariates=cov, mean=run.mean, std=run.std,
-                                batch_size=batch_size, device=device)
+                                batch_size=batch_size, device=device, clusters=run.clusters,
+                                units_per_chunk=grid_store.units_per_chunk, seed=seed)
         return
     work.mkdir(parents=True, exist_ok=True)
     encoder_path = work / "encoder.pt"
@@ -273,7 +337,10 @@ def predict_cells(run: RunModel, grid_store: TileStore, work: Path, *,
     tasks = [PredictTask(str(grid_store.path), a, b, str(encoder_path), str(paths.estimator),
                          str(reference_path), str(work / f"part-{i:05d}.parquet"), cov,
                          batch_size, device, tuple(map(float, run.mean)),
-                         tuple(map(float, run.std))) for i, (a, b) in enumerate(ranges)]
+                         tuple(map(float, run.std)),
+                         None if run.clusters is None else str(paths.cluster_model),
+                         grid_store.units_per_chunk, seed)
+             for i, (a, b) in enumerate(ranges)]
     results = list(map_partitions(predict_part, tasks))
     for part, _ in results:
         yield pd.read_parquet(part)

@@ -7,6 +7,7 @@ value to :func:`eocausal.workflows.maps.build_map`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +24,10 @@ class MapSettings(BaseModel):
     projected CRS chosen for the region (UTM of its centre); None gives about 200 x 200
     cells. ``imagery``: rasters to chip instead of the run's own (new scenes with the same
     bands). ``aggregate``/``by``: polygons to summarise the cells over and their name column.
-    ``max_cells``: refuse a grid larger than this. ``budget``: places to treat next, a
+    ``aggregate_errors``: how the cells' errors inside a polygon are taken to correlate for
+    the aggregates' intervals: ``shared`` (fully, the default: valid for any correlation) or
+    ``neighbour`` (decaying with grid distance like the predicted surface; narrower, and it
+    under-covered in simulation). ``max_cells``: refuse a grid larger than this. ``budget``: places to treat next, a
     count (>= 1) or a share (< 1) of the cells. ``support_quantile``: a cell whose nearest
     trial unit in feature space is farther than this quantile of the trial's own
     nearest-neighbour distances is flagged as extrapolation. ``covariates``: values of the
@@ -41,6 +45,7 @@ class MapSettings(BaseModel):
     imagery: list[str] | None = None
     aggregate: Path | None = None
     by: str | None = None
+    aggregate_errors: Literal["shared", "neighbour"] = "shared"
     max_cells: int = Field(250_000, ge=1)
     budget: float | None = Field(None, gt=0)
     support_quantile: float = Field(0.99, gt=0, le=1)

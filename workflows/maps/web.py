@@ -25,11 +25,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from affine import Affine  # noqa: E402
 from branca.element import Element  # noqa: E402
-from rasterio.warp import Resampling, calculate_default_transform, reproject  # noqa: E402
+from rasterio.warp import (  # noqa: E402
+    Resampling,
+    calculate_default_transform,
+    reproject,
+    transform_bounds,
+)
 
 __all__ = ["LAYER_NAMES", "effect_html"]
 
 LAYER_NAMES = {"effect": "Effect", "width": "Interval width", "support": "Extrapolation",
+               "cluster_effect": "Image-cluster effect", "cluster": "Most likely image cluster",
                "units": "Trial units", "aggregates": "Aggregates", "targets": "Targets"}
 
 
@@ -67,7 +73,25 @@ def _png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _legend(label: str, vmax: float, width_max: float) -> str:
+def _cluster_legend(k: int) -> str:
+    cmap = plt.get_cmap("tab10")
+    swatches = "".join(
+        f'<span style="display:inline-block;width:10px;height:10px;margin-left:6px;'
+        f'background:{matplotlib.colors.to_hex(cmap(i % 10))}"></span> {i + 1}' for i in range(k))
+    return f'<div style="margin-top:4px">Most likely image cluster:{swatches}</div>'
+
+
+def _title_box(title: str, label: str) -> str:
+    return f"""
+<div id="eocausal-title" style="position:absolute;top:10px;left:54px;z-index:1000;
+ background:rgba(255,255,255,.92);padding:6px 10px;font:14px system-ui,sans-serif;
+ border:1px solid #999;border-radius:4px;max-width:60%"><b>{html.escape(title)}</b>
+ <div style="font-size:12px">{html.escape(label)}. Click a unit, area or target for its
+ numbers; layers on the right.</div></div>"""
+
+
+def _legend(label: str, vmax: float, width_max: float, n_clusters: int = 0,
+            n_targets: int = 0) -> str:
     return f"""
 <div id="eocausal-legend" style="position:absolute;bottom:24px;right:10px;z-index:1000;
  background:rgba(255,255,255,.92);padding:8px 10px;font:12px system-ui,sans-serif;
@@ -79,7 +103,10 @@ def _legend(label: str, vmax: float, width_max: float) -> str:
  <div style="margin-top:6px">Interval width: 0 to {width_max:.3g} (viridis)</div>
  <div><span style="display:inline-block;width:10px;height:10px;background:#777"></span>
  Extrapolation: outside the trial's support</div>
- <div>&#9679; treated, &#9675; control trial units</div></div>"""
+ <div>&#9679; treated, &#9675; control trial units</div>
+ {_cluster_legend(n_clusters) if n_clusters else ""}
+ {f'<div><span style="color:#e6a700">&#9711;</span> the {n_targets} places to treat next '
+  '(targets.csv)</div>' if n_targets else ""}</div>"""
 
 
 def _points(data: gpd.GeoDataFrame, name: str, fields: list[str], aliases: list[str], *,
@@ -101,8 +128,8 @@ def effect_html(
     ``bands`` holds ``cate``, ``cate_lo``, ``cate_hi``, ``support`` rasters on ``transform``
     (None for a list of places, drawn as circles from ``cells`` instead).
     """
-    lonlat = cells.to_crs(4326)
-    x0, y0, x1, y1 = lonlat.total_bounds
+    # Bounds only: a lon/lat copy of every cell's geometry would grow with the grid.
+    x0, y0, x1, y1 = transform_bounds(crs, "EPSG:4326", *cells.total_bounds)
     fmap = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], tiles=None, zoom_start=10,
                       control_scale=True)
     fmap.default_js, fmap.default_css = [], []
@@ -117,19 +144,31 @@ def effect_html(
     vmax = vmax or 1.0
     width = (cells["cate_hi"] - cells["cate_lo"]).to_numpy(dtype=float)
     width_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
+    n_clusters = sum(1 for c in cells.columns if c.startswith("p_cluster_")
+                     and c.rsplit("_", 1)[1].isdigit())
     if bands is not None and transform is not None:
         layers = {
             "effect": (bands["cate"], "RdBu_r", -vmax, vmax, 0.85),
             "width": (bands["cate_hi"] - bands["cate_lo"], "viridis", 0.0, width_max, 0.85),
             "support": (np.where(bands["support"] == 0, 1.0, np.nan), "Greys", 0.0, 1.6, 0.7),
         }
+        probs = [bands[f"p_cluster_{k}"] for k in range(1, n_clusters + 1)]
+        if probs:
+            stack = np.stack(probs)
+            likely = np.where(np.isfinite(stack).all(axis=0),
+                              np.nanargmax(np.nan_to_num(stack, nan=-1.0), axis=0), np.nan)
+            layers["cluster_effect"] = (bands["tau_cluster"], "RdBu_r", -vmax, vmax, 0.85)
+            # tab10 over [0, 10): integer k lands on colour k, as in the legend
+            layers["cluster"] = (likely + 0.5, "tab10", 0.0, 10.0, 0.85)
         for key, (data, cmap, lo, hi, opacity) in layers.items():
             warped, bounds = _to_mercator(np.asarray(data, dtype=np.float32), transform, crs)
             folium.raster_layers.ImageOverlay(
                 image=_png(warped, cmap, lo, hi), bounds=bounds, name=LAYER_NAMES[key],
-                opacity=opacity, show=key != "width", interactive=False, zindex=1,
+                opacity=opacity, show=key in ("effect", "support"), interactive=False,
+                zindex=1,
             ).add_to(fmap)
     else:  # a list of places: one coloured circle each
+        lonlat = cells.to_crs(4326)
         cmap = plt.get_cmap("RdBu_r")
         colours = [matplotlib.colors.to_hex(cmap(np.clip((v + vmax) / (2 * vmax), 0, 1)))
                    if np.isfinite(v) else "#999999" for v in values]
@@ -174,7 +213,9 @@ def effect_html(
                 ["rank", "cell", "effect", "95% low", "95% high"], radius=6,
                 style=lambda f: {"color": "#e6a700", "weight": 2, "fill": False}).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
-    fmap.get_root().html.add_child(Element(_legend(label, vmax, width_max)))
+    n_targets = 0 if targets is None else len(targets)
+    fmap.get_root().html.add_child(Element(_legend(label, vmax, width_max, n_clusters, n_targets)))
+    fmap.get_root().html.add_child(Element(_title_box(title, label)))
     fmap.fit_bounds([[y0, x0], [y1, x1]])
     page = fmap.get_root().render()
     remote = re.findall(r"<(?:script|link)[^>]+(?:src|href)=[\"']?(https?:[^\"' >]+)", page)

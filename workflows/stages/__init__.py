@@ -88,7 +88,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("clusters", run=clusters_stage, after=("encode", "estimate"),
           settings=clusters_settings, outputs=clusters_outputs,
           enabled=lambda c: c.clusters is not None and c.panel is None),
-    Stage("map", run=map_stage, after=("encode", "estimate"), settings=map_settings,
+    Stage("map", run=map_stage, after=("encode", "estimate", "clusters"), settings=map_settings,
           outputs=map_outputs, enabled=map_enabled),
     Stage("report", run=report_stage,
           after=("simulate", "ingest", "estimate", "evaluate", "clusters", "map"),

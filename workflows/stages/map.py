@@ -64,9 +64,10 @@ def map_stage(ctx: StageContext) -> dict[str, Any]:
 
     config, paths = ctx.config, ctx.paths
     u = config.units
+    outcome = u.outcome_label or "the outcome"
     result = build_map(paths, config.map, mapper=ctx.mapper, progress=ctx.progress,
-                       echo=ctx.echo, title=config.name, outcome_label=u.outcome_label,
-                       outcome_units=u.outcome_units)
+                       echo=ctx.echo, title=f"Predicted effect on {outcome} ({config.name})",
+                       outcome_label=u.outcome_label, outcome_units=u.outcome_units)
     summary = dict(result.summary)
     summary["spearman_with_true_surface"] = _spearman_with_truth(config, paths.effect_tif)
     summary["figures"] = {"effect_map": str(paths.effect_png.relative_to(paths.root))}
