@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -191,7 +191,7 @@ def _joined(ids: list[np.ndarray], xy: list[np.ndarray], crs: CRS
             np.concatenate(xy) if xy else np.empty((0, 2)), crs)
 
 
-def _missing_column(path: Path, name: str, present: list[str]) -> None:
+def _missing_column(path: Path, name: str, present: list[str]) -> NoReturn:
     raise MissingColumnError(
         f"Units file '{path}' has no column(s) {[name]}; its columns are {present}. "
         "Map them in the config's 'units' section (id, treatment, outcome, covariates).")
