@@ -47,6 +47,14 @@ class ClustersSettings(BaseModel):
         None, gt=0.0, lt=1.0, description="A trial's known assignment probability "
                                           "(default: the treated share).")
     prior_mu_sd: float = Field(2.0, gt=0.0, description="Prior sd of mu_k (standardised outcome).")
+    cluster_noise: float = Field(
+        0.02, ge=0.0, lt=0.5, description="Probability that a unit's cluster is any cluster, "
+                                          "not its image's: bounds the cost of a confident "
+                                          "error at a cluster boundary.")
+    noise_df: float | None = Field(
+        None, gt=2.0, description="Degrees of freedom of Student-t outcome noise (None: "
+                                  "Gaussian); heavy tails keep units the outcome head fits "
+                                  "badly from forming a cluster of their own.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
     seed: int = Field(0, ge=0, description="Seed of folds, initialisation, batches and draws.")
 
