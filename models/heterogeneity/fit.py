@@ -279,7 +279,8 @@ def fit_model(inputs: ClusterInputs, settings: ClustersSettings | None = None) -
     """One model with ``settings.k`` clusters fitted on every unit, without cross-fitting.
 
     For predicting at new places and for salience when held-out outputs are not needed;
-    :func:`fit_clusters` returns the same full-data model as ``result.model``.
+    :func:`fit_clusters` returns the same full-data model as ``result.model``. Its
+    ``posterior`` holds the heads' sandwich covariance (the intervals of mu).
     """
     s = settings or ClustersSettings()
     if s.k == "auto":
@@ -288,7 +289,8 @@ def fit_model(inputs: ClusterInputs, settings: ClustersSettings | None = None) -
     folds = make_folds(inputs.treatment.astype(int), cv=s.cv, groups=inputs.groups,
                        random_state=s.seed)
     fitter = _Fitter(inputs, s, _propensity(inputs, s, folds))
-    return fitter.fit(np.arange(len(inputs.treatment)), int(s.k), seed=s.seed + 7)
+    model = fitter.fit(np.arange(len(inputs.treatment)), int(s.k), seed=s.seed + 7)
+    return replace(model, posterior=head_posterior(model.net, fitter.data))
 
 
 def fit_clusters(inputs: ClusterInputs, settings: ClustersSettings | None = None, *,
