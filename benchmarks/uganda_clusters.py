@@ -49,6 +49,15 @@ def load(store_dir: Path) -> tuple[gpd.GeoDataFrame, pd.DataFrame, Path]:
     return geo, features, store
 
 
+def spread(result, name: str) -> None:
+    """How much the held-out cluster probabilities vary between images: one value for every
+    image means the encoder learned no image dependence."""
+    p = result.units[f"p_cluster_{result.k}"].to_numpy()
+    q = np.quantile(p, [0.05, 0.5, 0.95])
+    print(f"{name}: held-out p_cluster_{result.k} over units: sd {p.std():.3f}, 5/50/95% "
+          f"{q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="uganda_clusters_")))
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {k} | {row.cluster} | {row.mu:.3f} | [{row.mu_lo:.3f}, {row.mu_hi:.3f}] | "
                   f"{row.sigma:.3f} | {row.share:.2f} | {r.ate:.3f} [{r.ate_lo:.3f}, {r.ate_hi:.3f}] | "
                   f"{r.heldout_loglik:.4f} | {r.heldout_loglik_one_cluster:.4f} |", flush=True)
+        spread(r, f"features K={k}")
         write_cluster_outputs(r, args.out / f"features_k{k}", geometry=geo)
     cnn_inputs = load_inputs(geo, store=store, **common)
     r = fit_clusters(cnn_inputs, ClustersSettings(k=2, encoder="cnn", epochs=args.cnn_epochs,
@@ -77,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| 2 (cnn) | {row.cluster} | {row.mu:.3f} | [{row.mu_lo:.3f}, {row.mu_hi:.3f}] | "
               f"{row.sigma:.3f} | {row.share:.2f} | {r.ate:.3f} [{r.ate_lo:.3f}, {r.ate_hi:.3f}] | "
               f"{r.heldout_loglik:.4f} | {r.heldout_loglik_one_cluster:.4f} |", flush=True)
+    spread(r, "cnn")
     written = write_cluster_outputs(r, args.out / "cnn_k2", geometry=geo)
     print("figures:", *[str(p) for n, p in written.items() if n.startswith("salience")], sep="\n  ")
 

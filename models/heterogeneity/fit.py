@@ -212,7 +212,8 @@ class _Fitter:
         s, data = self.s, self.data.subset(rows)
         net = build_network(data.x.shape[1:], k, data.covariates.shape[1], encoder=self.encoder,
                             hidden=s.hidden, prior_mu_sd=s.prior_mu_sd,
-                            cluster_noise=s.cluster_noise, noise_df=s.noise_df, seed=seed)
+                            cluster_noise=s.cluster_noise, noise_df=s.noise_df,
+                            own_cluster_encoder=s.own_cluster_encoder(self.encoder), seed=seed)
         with torch.no_grad():
             net.mu_loc.copy_(torch.as_tensor(initial_effects(data, k), dtype=torch.float32))
         train_network(net, data, epochs=s.epochs, batch_size=s.batch_size,

@@ -116,8 +116,10 @@ class HeadPosterior:
 
 
 @torch.no_grad()
-def _encode(net: ClusterNet, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    return torch.cat([net.encoder(x[s:s + batch]) for s in range(0, len(x), batch)])
+def _encode(net: ClusterNet, x: torch.Tensor, batch: int = 1024
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [net.encode(x[s:s + batch]) for s in range(0, len(x), batch)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def head_posterior(net: ClusterNet, data: NetData, *, ridge: float = 1e-6) -> HeadPosterior:
@@ -139,14 +141,14 @@ def head_posterior(net: ClusterNet, data: NetData, *, ridge: float = 1e-6) -> He
     """
     net = net.cpu().eval()
     x, cov, t, c, y = (v.double() for v in data.tensors(torch.device("cpu")))
-    h = _encode(net, x.float()).double()
+    h, g = (v.double() for v in _encode(net, x.float()))
     z = h if cov.shape[1] == 0 else torch.cat([h, cov], 1)
     params = dict(net.named_parameters())
     shapes = {name: tuple(params[name].shape) for name in _HEADS}
     bounds = np.cumsum([0, *[math.prod(shapes[name]) for name in _HEADS]])
     slices = {name: slice(int(a), int(b))
               for name, a, b in zip(_HEADS, bounds[:-1], bounds[1:], strict=True)}
-    heads = _Heads(h, z, t, c, y, slices, shapes, net.mix_log_probs, net.noise_df)
+    heads = _Heads(g, z, t, c, y, slices, shapes, net.mix_log_probs, net.noise_df)
     theta0 = torch.cat([params[name].detach().double().reshape(-1) for name in _HEADS])
     head_prior_sd = float(net.cluster_head.prior_sd)
 

@@ -1,4 +1,4 @@
-"""The cluster network: a shared encoder, an outcome head and a Bayesian cluster head.
+"""The cluster network: an image encoder, an outcome head and a Bayesian cluster head.
 
 Cluster k has effects tau ~ Normal(mu_k, sigma_k^2). A unit in cluster k has mean
 ``m(x) + t * mu_k - c * mubar(x)`` (``mubar`` the cluster-probability mix of ``mu``) and
@@ -137,6 +137,10 @@ class ClusterNet(nn.Module):
     ----------
     encoder : nn.Module
         Maps the image input to (N, ``encoder.out_features``).
+    cluster_encoder : nn.Module, optional
+        The cluster head's own encoder; None shares ``encoder``. A shared CNN learns the
+        outcome's image features (roads, built-up in the simulator's Y(0)), and the pixel
+        gradient of the cluster head then followed those instead of what makes the cluster.
     n_clusters : int
         K (1 gives the one-cluster comparison model).
     n_covariates : int, default=0
@@ -149,18 +153,21 @@ class ClusterNet(nn.Module):
         Degrees of freedom of Student-t outcome noise (None: Gaussian).
     """
 
-    def __init__(self, encoder: nn.Module, n_clusters: int, n_covariates: int = 0,
+    def __init__(self, encoder: nn.Module, n_clusters: int, n_covariates: int = 0, *,
                  prior_mu_sd: float = 2.0, cluster_noise: float = 0.0,
-                 noise_df: float | None = None) -> None:
+                 noise_df: float | None = None,
+                 cluster_encoder: nn.Module | None = None) -> None:
         super().__init__()
         hidden = int(encoder.out_features)
         self.encoder = encoder
+        self.cluster_encoder = cluster_encoder
         self.n_clusters = n_clusters
         self.prior_mu_sd = prior_mu_sd
         self.cluster_noise = cluster_noise
         self.noise_df = noise_df
         self.outcome_head = nn.Linear(hidden + n_covariates, 1)
-        self.cluster_head = BayesLinear(hidden, n_clusters)
+        g = hidden if cluster_encoder is None else int(cluster_encoder.out_features)
+        self.cluster_head = BayesLinear(g, n_clusters)
         start = torch.linspace(-0.5, 0.5, n_clusters) if n_clusters > 1 else torch.zeros(1)
         self.mu_loc = nn.Parameter(start.clone())
         self.mu_rho = nn.Parameter(torch.full((n_clusters,), _RHO_INIT))
@@ -187,7 +194,8 @@ class ClusterNet(nn.Module):
                 + self.cluster_head.kl())
 
     def cluster_log_probs(self, h: torch.Tensor, sample: bool = True) -> torch.Tensor:
-        """log p(cluster | image), (N, K), from encoder output ``h``."""
+        """log p(cluster | image), (N, K), from the cluster features ``h`` (see
+        :meth:`encode`)."""
         return self.mix_log_probs(self.cluster_head(h, sample=sample))
 
     def mix_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -201,6 +209,15 @@ class ClusterNet(nn.Module):
         floor = torch.full_like(log_pi, math.log(self.cluster_noise / self.n_clusters))
         return torch.logaddexp(log_pi + math.log1p(-self.cluster_noise), floor)
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of the outcome head and of the cluster head (the same when shared)."""
+        h = self.encoder(x)
+        return h, h if self.cluster_encoder is None else self.cluster_encoder(x)
+
+    def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the cluster head reads: its own encoder's output, or the shared one's."""
+        return self.encoder(x) if self.cluster_encoder is None else self.cluster_encoder(x)
+
     def outcome_mean(self, h: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
         z = h if covariates is None or covariates.shape[1] == 0 else torch.cat([h, covariates], 1)
         return self.outcome_head(z).squeeze(-1)
@@ -211,9 +228,9 @@ class ClusterNet(nn.Module):
                        treatment: torch.Tensor, centre: torch.Tensor, outcome: torch.Tensor,
                        n_draws: int = 1) -> torch.Tensor:
         """log p(y | x, t, draw) for ``n_draws`` posterior draws: shape (n_draws, N)."""
-        h = self.encoder(x)
+        h, g = self.encode(x)
         m = self.outcome_mean(h, covariates)
-        log_pi = self.mix_log_probs(self.cluster_head(h, n_samples=n_draws))  # (S, N, K)
+        log_pi = self.mix_log_probs(self.cluster_head(g, n_samples=n_draws))  # (S, N, K)
         d = self.draw(n_samples=n_draws)  # (S, K)
         joint = joint_log_density(m, log_pi, d.mu, d.sigma, torch.exp(2 * self.log_noise),
                                   treatment, centre, outcome, self.noise_df)

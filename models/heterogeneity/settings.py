@@ -32,7 +32,12 @@ class ClustersSettings(BaseModel):
     encoder: Literal["features", "cnn"] = Field(
         "features", description="features: an MLP on a features table; cnn: a small CNN "
                                 "trained end to end on the chips of the tile store.")
-    hidden: int = Field(32, ge=1, description="Width of the shared representation.")
+    hidden: int = Field(32, ge=1, description="Width of the image representation.")
+    cluster_encoder: Literal["auto", "shared", "own"] = Field(
+        "auto", description="shared: the cluster head reads the outcome head's encoder; own: "
+                            "it has an encoder of its own, so its salience follows what makes "
+                            "the cluster, not what predicts the outcome; auto: own for 'cnn', "
+                            "shared for 'features'.")
     epochs: int = Field(100, ge=1, description="Passes over the training units per fit.")
     batch_size: int = Field(64, ge=2, description="Units per optimiser step.")
     learning_rate: float = Field(0.01, gt=0.0, lt=10.0, description="Adam step size.")
@@ -75,6 +80,11 @@ class ClustersSettings(BaseModel):
         if hi < lo:
             raise ValueError(f"k_range must be (smallest, largest); got {self.k_range!r}")
         return self
+
+    def own_cluster_encoder(self, encoder: str) -> bool:
+        """Whether the cluster head gets its own encoder for an ``encoder`` model."""
+        return self.cluster_encoder == "own" or (self.cluster_encoder == "auto"
+                                                 and encoder == "cnn")
 
     def candidate_ks(self) -> list[int]:
         """The K values to fit: ``[k]``, or every K of ``k_range`` with ``k='auto'``."""

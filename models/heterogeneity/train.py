@@ -49,15 +49,19 @@ class NetData:
 def build_network(input_shape: tuple[int, ...], n_clusters: int, n_covariates: int, *,
                   encoder: str = "features", hidden: int = 32, prior_mu_sd: float = 2.0,
                   cluster_noise: float = 0.0, noise_df: float | None = None,
-                  seed: int = 0) -> ClusterNet:
+                  own_cluster_encoder: bool = False, seed: int = 0) -> ClusterNet:
     """A freshly initialised network for inputs of ``input_shape`` (one unit's)."""
     torch.manual_seed(seed)
-    if encoder == "cnn":
-        enc: torch.nn.Module = ChipCNN(input_shape[0], hidden)
-    else:
-        enc = FeatureMLP(input_shape[0], hidden)
+
+    def make() -> torch.nn.Module:
+        if encoder == "cnn":
+            return ChipCNN(input_shape[0], hidden)
+        return FeatureMLP(input_shape[0], hidden)
+
+    enc = make()
     return ClusterNet(enc, n_clusters, n_covariates, prior_mu_sd=prior_mu_sd,
-                      cluster_noise=cluster_noise, noise_df=noise_df)
+                      cluster_noise=cluster_noise, noise_df=noise_df,
+                      cluster_encoder=make() if own_cluster_encoder else None)
 
 
 def train_network(net: ClusterNet, data: NetData, *, epochs: int, batch_size: int,
@@ -125,7 +129,7 @@ def draw_posterior(net: ClusterNet, x: np.ndarray, *, n_draws: int = 200, seed: 
     net.to(device).eval()
     torch.manual_seed(seed)
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
-    h = torch.cat([net.encoder(xt[s]) for s in _batches(len(xt))])
+    h = torch.cat([net.cluster_features(xt[s]) for s in _batches(len(xt))])
     probs, mus, sigmas, taus = [], [], [], []
     for _ in range(n_draws):
         p = net.cluster_log_probs(h).exp()
@@ -178,8 +182,8 @@ def predict_nuisance(net: ClusterNet, data: NetData) -> tuple[np.ndarray, np.nda
     x, cov, _, c, _ = data.tensors(torch.device("cpu"))
     m0, tau = [], []
     for s in _batches(len(data)):
-        h = net.encoder(x[s])
-        mubar = (net.cluster_log_probs(h, sample=False).exp() * net.mu_loc).sum(-1)
+        h, g = net.encode(x[s])
+        mubar = (net.cluster_log_probs(g, sample=False).exp() * net.mu_loc).sum(-1)
         m0.append(net.outcome_mean(h, cov[s]) - c[s] * mubar)
         tau.append(mubar)
     return (torch.cat(m0).numpy().astype(np.float64), torch.cat(tau).numpy().astype(np.float64))

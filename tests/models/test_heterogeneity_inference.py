@@ -10,9 +10,10 @@ import statsmodels.api as sm
 import torch
 from eocausal.models.heterogeneity.ate import augmented_ate
 from eocausal.models.heterogeneity.fit import fit_model, initial_effects, make_inputs
-from eocausal.models.heterogeneity.network import ClusterNet, FeatureMLP
+from eocausal.models.heterogeneity.network import ClusterNet, FeatureMLP, joint_log_density
 from eocausal.models.heterogeneity.settings import ClustersSettings
 from eocausal.models.heterogeneity.train import NetData
+from scipy import stats
 
 from tests.models.cluster_worlds import planted_world
 
@@ -98,3 +99,20 @@ def test_cluster_noise_floor(eps: float) -> None:
     expected = (1 - eps) * torch.softmax(logits, 1) + eps / 3
     np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-12)
     assert float(p.min()) >= eps / 3 * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("df", [None, 4.0])
+def test_joint_density_matches_scipy(df: float | None) -> None:
+    # one unit per arm, two clusters: log pi + log density of y under each cluster
+    m, y = torch.tensor([0.5, -1.0]), torch.tensor([2.0, -0.2])
+    t, centre = torch.tensor([1.0, 0.0]), torch.zeros(2)
+    mu, sigma, noise_var = torch.tensor([-1.0, 2.0]), torch.tensor([0.3, 0.6]), torch.tensor(0.25)
+    log_pi = torch.log(torch.tensor([[0.3, 0.7], [0.9, 0.1]]))
+    joint = joint_log_density(m, log_pi, mu, sigma, noise_var, t, centre, y, df).numpy()
+    for i in range(2):
+        for k in range(2):
+            loc = float(m[i] + t[i] * mu[k])
+            scale = float(np.sqrt(noise_var + t[i] * sigma[k] ** 2))
+            dens = (stats.norm.logpdf(float(y[i]), loc, scale) if df is None
+                    else stats.t.logpdf(float(y[i]), df, loc, scale))
+            assert joint[i, k] == pytest.approx(float(log_pi[i, k]) + dens, rel=1e-5)
