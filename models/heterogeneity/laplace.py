@@ -15,6 +15,7 @@ head) and the mu's enter together, plus the units' own membership variance.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from torch.func import grad, jacrev
 from torch.nn import functional as F
 
 __all__ = ["HeadPosterior", "head_posterior"]
+
+log = logging.getLogger(__name__)
 
 _HEADS = ("mu_loc", "log_sigma_loc", "log_noise", "outcome_head.weight", "outcome_head.bias",
           "cluster_head.weight_loc", "cluster_head.bias_loc")
@@ -160,12 +163,57 @@ def head_posterior(net: ClusterNet, data: NetData, *, ridge: float = 1e-6) -> He
                                + (p["cluster_head.bias_loc"] ** 2).sum()) / head_prior_sd**2
         return heads.unit_ll(theta).sum() + prior
 
-    scores = jacrev(heads.unit_ll)(theta0)  # (N, D); reverse mode: no forward-AD set-up
-    info = -jacrev(jacrev(log_posterior))(theta0)
-    info = (info + info.T) / 2
+    theta, info = theta0, _information(log_posterior, theta0)
     values, vectors = torch.linalg.eigh(info)
+    polished = 0
+    if values.min() <= ridge * float(values.abs().max()):
+        # an indefinite curvature means the trained heads are not at the posterior's mode
+        # (Uganda, K=2: mu sd of 7 and 53 outcome sd); climb to it first
+        theta, polished = _climb(log_posterior, theta0)
+        info = _information(log_posterior, theta)
+        values, vectors = torch.linalg.eigh(info)
+        _write_back(net, heads.unpack(theta))
     values = torch.clamp(values, min=ridge * float(values.abs().max()))
     inv = (vectors / values) @ vectors.T
+    scores = jacrev(heads.unit_ll)(theta)  # (N, D); reverse mode: no forward-AD set-up
     centred = scores - scores.mean(0)
     sandwich = inv @ (centred.T @ centred) @ inv
-    return HeadPosterior(theta0.numpy(), sandwich.numpy(), inv.numpy(), heads)
+    log.debug("head posterior: %d Newton steps to the mode", polished)
+    return HeadPosterior(theta.numpy(), sandwich.numpy(), inv.numpy(), heads)
+
+
+def _information(log_posterior: Callable[[torch.Tensor], torch.Tensor],
+                 theta: torch.Tensor) -> torch.Tensor:
+    info = -jacrev(jacrev(log_posterior))(theta)
+    return (info + info.T) / 2
+
+
+def _climb(log_posterior: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+           max_steps: int = 30) -> tuple[torch.Tensor, int]:
+    """Levenberg-Marquardt steps on the heads to the posterior mode; returns it and the
+    number of steps taken."""
+    value, damping, steps = float(log_posterior(theta)), 1.0, 0
+    eye = torch.eye(len(theta), dtype=theta.dtype)
+    for _ in range(max_steps):
+        g = jacrev(log_posterior)(theta)
+        values, vectors = torch.linalg.eigh(_information(log_posterior, theta))
+        curvature = (vectors * values.abs()) @ vectors.T  # saddle-free Newton
+        if values.min() > 0 and float(g @ torch.linalg.solve(curvature, g)) < 1e-6:
+            break
+        for _ in range(20):
+            trial = theta + torch.linalg.solve(curvature + damping * eye, g)
+            new = float(log_posterior(trial))
+            if new > value:
+                theta, value, damping, steps = trial, new, max(damping / 3, 1e-6), steps + 1
+                break
+            damping *= 4
+        else:
+            break
+    return theta.detach(), steps
+
+
+@torch.no_grad()
+def _write_back(net: ClusterNet, heads: dict[str, torch.Tensor]) -> None:
+    params = dict(net.named_parameters())
+    for name, value in heads.items():
+        params[name].copy_(value.to(params[name].dtype))
