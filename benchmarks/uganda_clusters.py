@@ -58,12 +58,42 @@ def spread(result, name: str) -> None:
           f"{q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}", flush=True)
 
 
+def cnn_spread(encoders: tuple[str, ...] = ("own", "shared")) -> None:
+    """One CNN (K=2) on every unit per cluster encoder: how much p(cluster 2) varies
+    between image keys, and the mu's with their sandwich sd."""
+    from eocausal.models.heterogeneity.fit import fit_model, make_inputs
+
+    units = pd.read_csv(DATA / "rct_geo" / "causalimages_uganda_units.csv")
+    units = units.dropna(subset=COVARIATES).reset_index(drop=True)
+    npz = np.load(DATA / "rct_geo" / "causalimages_uganda_images.npz")
+    imgs = np.moveaxis(npz["images"], -1, 1).astype(np.float32)
+    imgs = (imgs - imgs.mean(axis=(0, 2, 3), keepdims=True)) / imgs.std(axis=(0, 2, 3), keepdims=True)
+    pos = {k: i for i, k in enumerate(npz["keys"])}
+    chips = imgs[[pos[k] for k in units["image_key"]]][:, None]
+    inputs = make_inputs(units["row"].astype(str), chips, units["W"], units["Y"],
+                         covariates=units[COVARIATES].to_numpy(float), groups=units["image_key"])
+    for enc in encoders:
+        m = fit_model(inputs, ClustersSettings(k=2, encoder="cnn", epochs=40, hidden=16,
+                                               cluster_encoder=enc))
+        p = pd.Series(m.draws(chips, n_draws=50).probs.mean(0)[:, 1])
+        per_image = p.groupby(units["image_key"].to_numpy()).mean()
+        q = np.quantile(per_image, [0.05, 0.5, 0.95])
+        print(f"{enc} encoder: p_cluster_2 over images sd {per_image.std():.3f}, 5/50/95% "
+              f"{q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}; mu {m.posterior.value('mu_loc') * m.y_sd} "
+              f"sd {m.posterior.sd('mu_loc') * m.y_sd}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="uganda_clusters_")))
     parser.add_argument("--cnn-epochs", type=int, default=40)
+    parser.add_argument("--cnn-spread", action="store_true",
+                        help="Only the one-model CNN diagnostic (own and shared encoders).")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.cnn_spread:
+        cnn_spread()
+        return
     geo, features, store = load(args.out)
     common = {"id_column": "unit_id", "treatment": "W", "outcome": "Y", "covariates": COVARIATES,
               "group_column": "image_key"}
