@@ -87,7 +87,7 @@ def speed(repeats: int = 7) -> list[dict]:
     x = (inputs.images - inputs.images.mean(0)) / inputs.images.std(0)
     y = (inputs.outcome - inputs.outcome.mean()) / inputs.outcome.std()
     data = NetData(x.astype(np.float32), inputs.covariates.astype(np.float32),
-                   inputs.treatment.astype(np.float32), np.full(len(y), 0.5, np.float32),
+                   inputs.treatment.astype(np.float32), np.zeros(len(y), np.float32),
                    y.astype(np.float32))
     rows = []
     for batch in (64, 256):

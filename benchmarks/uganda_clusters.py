@@ -49,12 +49,51 @@ def load(store_dir: Path) -> tuple[gpd.GeoDataFrame, pd.DataFrame, Path]:
     return geo, features, store
 
 
+def spread(result, name: str) -> None:
+    """How much the held-out cluster probabilities vary between images: one value for every
+    image means the encoder learned no image dependence."""
+    p = result.units[f"p_cluster_{result.k}"].to_numpy()
+    q = np.quantile(p, [0.05, 0.5, 0.95])
+    print(f"{name}: held-out p_cluster_{result.k} over units: sd {p.std():.3f}, 5/50/95% "
+          f"{q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}", flush=True)
+
+
+def cnn_spread(encoders: tuple[str, ...] = ("own", "shared")) -> None:
+    """One CNN (K=2) on every unit per cluster encoder: how much p(cluster 2) varies
+    between image keys, and the mu's with their sandwich sd."""
+    from eocausal.models.heterogeneity.fit import fit_model, make_inputs
+
+    units = pd.read_csv(DATA / "rct_geo" / "causalimages_uganda_units.csv")
+    units = units.dropna(subset=COVARIATES).reset_index(drop=True)
+    npz = np.load(DATA / "rct_geo" / "causalimages_uganda_images.npz")
+    imgs = np.moveaxis(npz["images"], -1, 1).astype(np.float32)
+    imgs = (imgs - imgs.mean(axis=(0, 2, 3), keepdims=True)) / imgs.std(axis=(0, 2, 3), keepdims=True)
+    pos = {k: i for i, k in enumerate(npz["keys"])}
+    chips = imgs[[pos[k] for k in units["image_key"]]][:, None]
+    inputs = make_inputs(units["row"].astype(str), chips, units["W"], units["Y"],
+                         covariates=units[COVARIATES].to_numpy(float), groups=units["image_key"])
+    for enc in encoders:
+        m = fit_model(inputs, ClustersSettings(k=2, encoder="cnn", epochs=40, hidden=16,
+                                               cluster_encoder=enc))
+        p = pd.Series(m.draws(chips, n_draws=50).probs.mean(0)[:, 1])
+        per_image = p.groupby(units["image_key"].to_numpy()).mean()
+        q = np.quantile(per_image, [0.05, 0.5, 0.95])
+        print(f"{enc} encoder: p_cluster_2 over images sd {per_image.std():.3f}, 5/50/95% "
+              f"{q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}; mu {m.posterior.value('mu_loc') * m.y_sd} "
+              f"sd {m.posterior.sd('mu_loc') * m.y_sd}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="uganda_clusters_")))
     parser.add_argument("--cnn-epochs", type=int, default=40)
+    parser.add_argument("--cnn-spread", action="store_true",
+                        help="Only the one-model CNN diagnostic (own and shared encoders).")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.cnn_spread:
+        cnn_spread()
+        return
     geo, features, store = load(args.out)
     common = {"id_column": "unit_id", "treatment": "W", "outcome": "Y", "covariates": COVARIATES,
               "group_column": "image_key"}
@@ -69,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {k} | {row.cluster} | {row.mu:.3f} | [{row.mu_lo:.3f}, {row.mu_hi:.3f}] | "
                   f"{row.sigma:.3f} | {row.share:.2f} | {r.ate:.3f} [{r.ate_lo:.3f}, {r.ate_hi:.3f}] | "
                   f"{r.heldout_loglik:.4f} | {r.heldout_loglik_one_cluster:.4f} |", flush=True)
+        spread(r, f"features K={k}")
         write_cluster_outputs(r, args.out / f"features_k{k}", geometry=geo)
     cnn_inputs = load_inputs(geo, store=store, **common)
     r = fit_clusters(cnn_inputs, ClustersSettings(k=2, encoder="cnn", epochs=args.cnn_epochs,
@@ -77,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| 2 (cnn) | {row.cluster} | {row.mu:.3f} | [{row.mu_lo:.3f}, {row.mu_hi:.3f}] | "
               f"{row.sigma:.3f} | {row.share:.2f} | {r.ate:.3f} [{r.ate_lo:.3f}, {r.ate_hi:.3f}] | "
               f"{r.heldout_loglik:.4f} | {r.heldout_loglik_one_cluster:.4f} |", flush=True)
+    spread(r, "cnn")
     written = write_cluster_outputs(r, args.out / "cnn_k2", geometry=geo)
     print("figures:", *[str(p) for n, p in written.items() if n.startswith("salience")], sep="\n  ")
 

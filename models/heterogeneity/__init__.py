@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ClusterInputs", "ClusterModel", "ClusterResult", "ClustersSettings",
-           "check_clusters_settings", "cluster_salience", "fit_clusters", "load_inputs",
-           "make_inputs", "predict_places", "write_cluster_outputs"]
+__all__ = ["ClusterInputs", "ClusterModel", "ClusterResult", "ClustersSettings", "HeadPosterior",
+           "augmented_ate", "check_clusters_settings", "cluster_salience", "fit_clusters",
+           "fit_model", "head_posterior", "load_inputs", "make_inputs", "predict_places",
+           "write_cluster_outputs"]
 
 _HOME = {"ClusterInputs": "fit", "ClusterModel": "fit", "ClusterResult": "fit",
-         "fit_clusters": "fit", "make_inputs": "fit", "ClustersSettings": "settings",
+         "fit_clusters": "fit", "fit_model": "fit", "make_inputs": "fit",
+         "HeadPosterior": "laplace", "head_posterior": "laplace", "augmented_ate": "ate", "ClustersSettings": "settings",
          "check_clusters_settings": "settings", "cluster_salience": "salience",
          "load_inputs": "data", "predict_places": "predict",
          "write_cluster_outputs": "outputs"}

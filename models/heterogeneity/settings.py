@@ -32,7 +32,12 @@ class ClustersSettings(BaseModel):
     encoder: Literal["features", "cnn"] = Field(
         "features", description="features: an MLP on a features table; cnn: a small CNN "
                                 "trained end to end on the chips of the tile store.")
-    hidden: int = Field(32, ge=1, description="Width of the shared representation.")
+    hidden: int = Field(32, ge=1, description="Width of the image representation.")
+    cluster_encoder: Literal["auto", "shared", "own"] = Field(
+        "auto", description="shared: the cluster head reads the outcome head's encoder; own: "
+                            "it has an encoder of its own, so its salience follows what makes "
+                            "the cluster, not what predicts the outcome; auto: own for 'cnn', "
+                            "shared for 'features'.")
     epochs: int = Field(100, ge=1, description="Passes over the training units per fit.")
     batch_size: int = Field(64, ge=2, description="Units per optimiser step.")
     learning_rate: float = Field(0.01, gt=0.0, lt=10.0, description="Adam step size.")
@@ -47,6 +52,14 @@ class ClustersSettings(BaseModel):
         None, gt=0.0, lt=1.0, description="A trial's known assignment probability "
                                           "(default: the treated share).")
     prior_mu_sd: float = Field(2.0, gt=0.0, description="Prior sd of mu_k (standardised outcome).")
+    cluster_noise: float = Field(
+        0.02, ge=0.0, lt=0.5, description="Probability that a unit's cluster is any cluster, "
+                                          "not its image's: bounds the cost of a confident "
+                                          "error at a cluster boundary.")
+    noise_df: float | None = Field(
+        None, gt=2.0, description="Degrees of freedom of Student-t outcome noise (None: "
+                                  "Gaussian); heavy tails keep units the outcome head fits "
+                                  "badly from forming a cluster of their own.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
     seed: int = Field(0, ge=0, description="Seed of folds, initialisation, batches and draws.")
 
@@ -67,6 +80,11 @@ class ClustersSettings(BaseModel):
         if hi < lo:
             raise ValueError(f"k_range must be (smallest, largest); got {self.k_range!r}")
         return self
+
+    def own_cluster_encoder(self, encoder: str) -> bool:
+        """Whether the cluster head gets its own encoder for an ``encoder`` model."""
+        return self.cluster_encoder == "own" or (self.cluster_encoder == "auto"
+                                                 and encoder == "cnn")
 
     def candidate_ks(self) -> list[int]:
         """The K values to fit: ``[k]``, or every K of ``k_range`` with ``k='auto'``."""

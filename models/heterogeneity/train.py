@@ -15,7 +15,7 @@ import torch
 from eocausal.models.heterogeneity.network import ChipCNN, ClusterNet, FeatureMLP
 
 __all__ = ["Draws", "NetData", "build_network", "draw_posterior", "heldout_log_likelihood",
-           "place_table", "train_network"]
+           "place_table", "predict_nuisance", "train_network"]
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +23,23 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, eq=False)
 class NetData:
     """Model inputs as float32 arrays: image input (features (N, D) or chips (N, C, H, W)),
-    covariates (N, P), treatment, propensity and standardised outcome (N,)."""
+    covariates (N, P), treatment, the treatment's centre (0 in a trial, the propensity
+    with observational data; see :mod:`~eocausal.models.heterogeneity.network`) and
+    standardised outcome (N,)."""
 
     x: np.ndarray
     covariates: np.ndarray
     treatment: np.ndarray
-    propensity: np.ndarray
+    centre: np.ndarray
     outcome: np.ndarray
 
     def subset(self, rows: np.ndarray) -> NetData:
         return NetData(self.x[rows], self.covariates[rows], self.treatment[rows],
-                       self.propensity[rows], self.outcome[rows])
+                       self.centre[rows], self.outcome[rows])
 
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         return tuple(torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
-                     for a in (self.x, self.covariates, self.treatment, self.propensity,
+                     for a in (self.x, self.covariates, self.treatment, self.centre,
                                self.outcome))
 
     def __len__(self) -> int:
@@ -46,14 +48,20 @@ class NetData:
 
 def build_network(input_shape: tuple[int, ...], n_clusters: int, n_covariates: int, *,
                   encoder: str = "features", hidden: int = 32, prior_mu_sd: float = 2.0,
-                  seed: int = 0) -> ClusterNet:
+                  cluster_noise: float = 0.0, noise_df: float | None = None,
+                  own_cluster_encoder: bool = False, seed: int = 0) -> ClusterNet:
     """A freshly initialised network for inputs of ``input_shape`` (one unit's)."""
     torch.manual_seed(seed)
-    if encoder == "cnn":
-        enc: torch.nn.Module = ChipCNN(input_shape[0], hidden)
-    else:
-        enc = FeatureMLP(input_shape[0], hidden)
-    return ClusterNet(enc, n_clusters, n_covariates, prior_mu_sd=prior_mu_sd)
+
+    def make() -> torch.nn.Module:
+        if encoder == "cnn":
+            return ChipCNN(input_shape[0], hidden)
+        return FeatureMLP(input_shape[0], hidden)
+
+    enc = make()
+    return ClusterNet(enc, n_clusters, n_covariates, prior_mu_sd=prior_mu_sd,
+                      cluster_noise=cluster_noise, noise_df=noise_df,
+                      cluster_encoder=make() if own_cluster_encoder else None)
 
 
 def train_network(net: ClusterNet, data: NetData, *, epochs: int, batch_size: int,
@@ -121,7 +129,7 @@ def draw_posterior(net: ClusterNet, x: np.ndarray, *, n_draws: int = 200, seed: 
     net.to(device).eval()
     torch.manual_seed(seed)
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
-    h = torch.cat([net.encoder(xt[s]) for s in _batches(len(xt))])
+    h = torch.cat([net.cluster_features(xt[s]) for s in _batches(len(xt))])
     probs, mus, sigmas, taus = [], [], [], []
     for _ in range(n_draws):
         p = net.cluster_log_probs(h).exp()
@@ -153,12 +161,29 @@ def place_table(unit_ids: np.ndarray, draws: Draws) -> pd.DataFrame:
     out: dict[str, np.ndarray] = {"unit_id": np.asarray(unit_ids).astype(str)}
     probs = draws.probs
     for j in range(probs.shape[2]):
-        out[f"p_cluster_{j + 1}"] = probs[:, :, j].mean(0)
-        out[f"p_cluster_{j + 1}_lo"] = np.quantile(probs[:, :, j], 0.025, axis=0)
-        out[f"p_cluster_{j + 1}_hi"] = np.quantile(probs[:, :, j], 0.975, axis=0)
+        mean = probs[:, :, j].mean(0)
+        # where every draw saturates at 0 or 1, rounding can put a quantile past the mean
+        out[f"p_cluster_{j + 1}"] = mean
+        out[f"p_cluster_{j + 1}_lo"] = np.minimum(np.quantile(probs[:, :, j], 0.025, axis=0), mean)
+        out[f"p_cluster_{j + 1}_hi"] = np.maximum(np.quantile(probs[:, :, j], 0.975, axis=0), mean)
     out["cluster"] = probs.mean(0).argmax(1) + 1
     mu = draws.mu if draws.mu.ndim == 3 else draws.mu[:, None, :]
     out["tau_mean"] = (probs * mu).sum(2).mean(0)
     out["tau_lo"] = np.quantile(draws.tau, 0.025, axis=0)
     out["tau_hi"] = np.quantile(draws.tau, 0.975, axis=0)
     return pd.DataFrame(out)
+
+
+@torch.no_grad()
+def predict_nuisance(net: ClusterNet, data: NetData) -> tuple[np.ndarray, np.ndarray]:
+    """E[Y(0) | x] and the image's implied effect sum_k p_k mu_k at the posterior means,
+    each of shape (N,) on the standardised outcome scale."""
+    net.cpu().eval()
+    x, cov, _, c, _ = data.tensors(torch.device("cpu"))
+    m0, tau = [], []
+    for s in _batches(len(data)):
+        h, g = net.encode(x[s])
+        mubar = (net.cluster_log_probs(g, sample=False).exp() * net.mu_loc).sum(-1)
+        m0.append(net.outcome_mean(h, cov[s]) - c[s] * mubar)
+        tau.append(mubar)
+    return (torch.cat(m0).numpy().astype(np.float64), torch.cat(tau).numpy().astype(np.float64))
