@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -350,8 +352,15 @@ def create_store(
     n_units = len(unit_ids)
     n_bands = len(band_names)
     per_chunk = max(1, min(units_per_chunk, max(n_units, 1)))
-    check_replaceable(Path(path))
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    final = Path(path)
+    check_replaceable(final)
+    # Built in a staging folder and renamed into place once its metadata is complete: a
+    # process killed half-way through leaves only the staging folder (ours by name, removed
+    # by the next attempt), never a half-made store that looks like a stranger's folder.
+    staging = staging_path(final)
+    if staging.exists():
+        shutil.rmtree(staging)
+    group = zarr.open_group(str(staging), mode="w", zarr_format=3)
     group.create_array(
         "chips",
         shape=(n_units, n_dates, n_bands, chip_size, chip_size),
@@ -411,7 +420,15 @@ def create_store(
             **(extra_attrs or {}),
         }
     )
-    return TileStore(group, Path(path))
+    if final.exists():  # checked replaceable above
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return open_store(final)
+
+
+def staging_path(path: Path) -> Path:
+    """Where ``create_store`` builds the store at ``path`` before renaming it into place."""
+    return path.with_name(f".{path.name}.creating")
 
 
 def open_store(path: str | Path) -> TileStore:

@@ -72,11 +72,19 @@ def _geometry(units, store_path: Path | None, ids):  # type: ignore[no-untyped-d
 @click.option("--cv", type=int, default=_DEFAULTS.cv, show_default=True, help="Cross-fitting folds.")
 @click.option("--device", default=_DEFAULTS.device, show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--cluster-encoder", type=click.Choice(["auto", "shared", "own"]),
+              default=_DEFAULTS.cluster_encoder, show_default=True,
+              help="cnn: the cluster head's own encoder (auto) or the outcome head's.")
+@click.option("--cluster-noise", type=float, default=_DEFAULTS.cluster_noise, show_default=True,
+              help="Chance that a unit's cluster is any cluster (bounds a boundary error).")
+@click.option("--noise-df", type=float, default=_DEFAULTS.noise_df,
+              help="Student-t outcome noise with these degrees of freedom (default Gaussian).")
 def clusters(units_path: Path, store_path: Path | None, features_path: Path | None, k: str,
              k_range: tuple[int, int], out: Path, id_column: str, features_id: str | None,
              treatment_col: str, outcome_col: str, covariates: str, group_column: str | None,
              design: str, propensity: float | None, epochs: int, batch_size: int,
-             learning_rate: float, cv: int, device: str, seed: int) -> None:
+             learning_rate: float, cv: int, device: str, seed: int, cluster_encoder: str,
+             cluster_noise: float, noise_df: float | None) -> None:
     """Fit latent image clusters with their own effect distributions; write them to OUT.
 
     Writes clusters.json (K, per-cluster mu with 95% interval, sigma, share, implied ATE,
@@ -97,7 +105,8 @@ def clusters(units_path: Path, store_path: Path | None, features_path: Path | No
     settings = check_clusters_settings(
         k=_parse_k(k), k_range=tuple(k_range), encoder="features" if features_path else "cnn",
         design=design, propensity=propensity, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, cv=cv, device=device, seed=seed)
+        learning_rate=learning_rate, cv=cv, device=device, seed=seed,
+        cluster_encoder=cluster_encoder, cluster_noise=cluster_noise, noise_df=noise_df)
     units = cli_estimate.read_table(units_path, "units")
     features = None
     if features_path is not None:

@@ -108,3 +108,26 @@ def test_failed_run_leaves_an_existing_store_intact(tmp_path, units_file, data_d
     with pytest.raises(RasterReadError, match="broken.tif"):
         ingest(units, [broken], tmp_path / "s.zarr", chip_size=8)
     np.testing.assert_array_equal(open_store(good.store_path).chips[:], before)
+
+
+def test_a_store_killed_while_being_created_is_replaced_on_rerun(tmp_path, units_file, data_dir,
+                                                                 monkeypatch):
+    """A kill between the first and the last metadata write of a new store must not leave a
+    folder that a rerun takes for a stranger's (and refuses to replace)."""
+    import zarr
+    from eocausal.pipeline import store as store_module
+
+    units = read_units(units_file).head(60)
+    out = tmp_path / "s.zarr"
+
+    def killed(self, *args, **kwargs):  # dies where the store's attributes would be written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.core.attributes.Attributes, "update", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ingest(units, [SENTINEL2], out, chip_size=8)
+    assert not out.exists() and store_module.staging_path(out).is_dir()
+    result = ingest(units, [SENTINEL2], out, chip_size=8)
+    assert result.n_usable == 60 and not store_module.staging_path(out).exists()
+    np.testing.assert_array_equal(open_store(out).chips[:].shape[0], 60)

@@ -79,6 +79,7 @@ def _store(path: Path, ids: list[str]) -> Path:
     ("one_arm", "all 300 units are treated"),
     ("no_shared_ids", "share no unit id"),
     ("auto_range_below_2", "k_range must start at 2 or more"),
+    ("cluster_noise_too_big", "cluster_noise"),
 ])
 def test_bad_input_is_one_line_exit_2(tables, tmp_path, capsys, case: str, match: str) -> None:
     units, extra = tables["units"], ["-k", "2"]
@@ -89,6 +90,8 @@ def test_bad_input_is_one_line_exit_2(tables, tmp_path, capsys, case: str, match
         units = tables["root"] / "one_arm.csv"
     elif case == "no_shared_ids":
         source = ["--store", _store(tmp_path / "other.zarr", ["Z1", "Z2", "Z3"])]
+    elif case == "cluster_noise_too_big":
+        extra = ["-k", "2", "--cluster-noise", "0.7"]
     else:
         extra = ["-k", "auto", "--k-range", "1", "4"]
     code, _, err = _run(capsys, "--units", units, *source, *extra, "--out", tmp_path / "o")
