@@ -144,6 +144,10 @@ def cli_rows(n: int, repeats: int, work: Path) -> tuple[list[tuple], dict]:
 
     for _ in range(repeats):
         record("bare", _wall([PY, str(bare_py), str(units), str(SENTINEL2)])[0])
+        out = work / "cli_w1.zarr"
+        shutil.rmtree(out, ignore_errors=True)
+        record("cli_w1", _wall([CLI, "ingest", "--units", str(units), "--imagery", str(SENTINEL2),
+                                "--out", str(out), "--scheduler", "local", "--workers", "1"])[0])
         for workers, sched in ((1, "synchronous"), (2, "local")):
             out = work / f"cli_{workers}.zarr"
             shutil.rmtree(out, ignore_errors=True)
@@ -162,12 +166,14 @@ def cli_rows(n: int, repeats: int, work: Path) -> tuple[list[tuple], dict]:
     call = {k: statistics.median(r["ingest"] for r in v) for k, v in inside.items()}
     rows = [
         ("`eocausal ingest`, 1 process (synchronous)", n, med["bare"], med["cli_1"]),
+        ("`eocausal ingest`, LocalCluster 1 worker", n, med["bare"], med["cli_w1"]),
         ("`eocausal ingest`, LocalCluster 2 workers", n, med["bare"], med["cli_2"]),
         ("direct `ingest()` call, 1 process, start to exit", n, med["bare"], med["direct_1"]),
         ("direct `ingest()` call, 2 workers, start to exit", n, med["bare"], med["direct_2"]),
     ]
     extra = {
-        "2 workers vs 1, CLI start to exit": med["cli_1"] / med["cli_2"],
+        "2 workers vs 1 worker (LocalCluster), CLI start to exit": med["cli_w1"] / med["cli_2"],
+        "2 workers vs 1 process (synchronous), CLI start to exit": med["cli_1"] / med["cli_2"],
         "2 workers vs 1, direct start to exit": med["direct_1"] / med["direct_2"],
         "2 workers vs 1, inside the ingest() call": call["direct_1"] / call["direct_2"],
         "ingest() call alone, 1 process (s)": call["direct_1"],

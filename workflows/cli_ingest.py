@@ -50,27 +50,30 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
            units_crs: str | None, scheduler: str | None, workers: int | None) -> None:
     """Cut a chip around every unit into a Zarr tile store (resumes an interrupted run)."""
     from eocausal.workflows.cluster import partition_mapper
-    from eocausal.workflows.config import config_from_dict
-    from eocausal.workflows.context import StageContext
-    from eocausal.workflows.dag import as_stage
-    from eocausal.workflows.lock import RunLock
-    from eocausal.workflows.paths import RunPaths
-    from eocausal.workflows.stages.ingest import ingest_stage
 
-    config = config_from_dict({
-        "units": {"path": str(units_path), "id": id_col, "group": group, "lon": lon, "lat": lat,
-                  "crs": units_crs},
-        "imagery": {"paths": list(imagery), "bands": parse_bands(bands), "crs": crs,
-                    "resolution": resolution},
-        "patches": {"path": str(patches), "key_column": "group"} if patches else None,
-        "chips": {"size": chip_size, "min_valid_fraction": min_valid_fraction},
-        "compute": {"scheduler": scheduler, "workers": workers},
-    }, source="command line")
-    paths = RunPaths.for_store(out)
-    echo = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
-    with as_stage("ingest"), RunLock(paths.lock, paths.lock_info, note=echo), \
-            partition_mapper(scheduler, workers, progress=sys.stderr.isatty()) as mapper:
-        result = ingest_stage(StageContext(config, paths, echo=echo, mapper=mapper,
-                                           with_outcome=False))
+    # The mapper first: with --scheduler local its workers start now, in the background,
+    # while this process imports and plans (a second of CPU here that they overlap).
+    with partition_mapper(scheduler, workers, progress=sys.stderr.isatty()) as mapper:
+        from eocausal.workflows.config import config_from_dict
+        from eocausal.workflows.context import StageContext
+        from eocausal.workflows.dag import as_stage
+        from eocausal.workflows.lock import RunLock
+        from eocausal.workflows.paths import RunPaths
+        from eocausal.workflows.stages.ingest import ingest_stage
+
+        config = config_from_dict({
+            "units": {"path": str(units_path), "id": id_col, "group": group, "lon": lon,
+                      "lat": lat, "crs": units_crs},
+            "imagery": {"paths": list(imagery), "bands": parse_bands(bands), "crs": crs,
+                        "resolution": resolution},
+            "patches": {"path": str(patches), "key_column": "group"} if patches else None,
+            "chips": {"size": chip_size, "min_valid_fraction": min_valid_fraction},
+            "compute": {"scheduler": scheduler, "workers": workers},
+        }, source="command line")
+        paths = RunPaths.for_store(out)
+        echo = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
+        with as_stage("ingest"), RunLock(paths.lock, paths.lock_info, note=echo):
+            result = ingest_stage(StageContext(config, paths, echo=echo, mapper=mapper,
+                                               with_outcome=False))
     click.echo(f"{result.n_usable} of {result.n_units} units have a usable chip in {out}")
     click.echo(f"{result.n_skipped} skipped, with reasons, in {result.skipped}")

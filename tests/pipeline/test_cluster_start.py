@@ -55,3 +55,22 @@ def test_tasks_run_in_the_driver_until_the_workers_are_up():
         # and glibc's own malloc trimming, not dask's 64 KiB threshold (3x slower copies)
         trim = mapper._dask_client().run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         assert list(trim.values()) == [None]
+
+
+def test_embedded_workers_fork_from_one_preloaded_server():
+    import multiprocessing
+
+    import pytest
+    from eocausal.workflows.cluster import WORKER_PRELOAD, partition_mapper
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform: workers are spawned")
+    with partition_mapper("local", 2, progress=False) as mapper:
+        mapper.wait_started()
+        parents = mapper._dask_client().run(os.getppid)
+        loaded = mapper._dask_client().run(
+            lambda: [m for m in WORKER_PRELOAD if m != "lz4" and m not in sys.modules])
+    # both workers are children of one forkserver, not spawned by this process
+    assert len(parents) == 2 and len(set(parents.values())) == 1
+    assert os.getpid() not in parents.values()
+    assert list(loaded.values()) == [[], []]

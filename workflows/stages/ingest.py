@@ -57,11 +57,30 @@ def ingest_inputs(ctx: StageContext) -> list[Path]:
         return files
 
 
+def _prepare_workers(mapper: Any, n_units: int, chip_size: int,
+                     units_per_chunk: int | None) -> None:
+    """Tell the mapper the fewest tasks this ingestion can have, as soon as units are counted.
+
+    The exact count needs the rasters' bands and the plan; a lower bound (one byte, one band
+    a pixel: the most units a chunk can hold) is enough to start a LocalCluster that will
+    surely be needed while this process still opens rasters and plans windows.
+    """
+    prepare = getattr(mapper, "prepare", None)
+    if prepare is None or n_units == 0:
+        return
+    from eocausal.pipeline.partition import units_per_chunk_for
+
+    per_task = units_per_chunk or units_per_chunk_for(n_units, chip_size=chip_size, n_bands=1,
+                                                      itemsize=1)
+    prepare(-(-n_units // per_task))
+
+
 def ingest_stage(ctx: StageContext) -> IngestOutput:
     """Cut every unit's chip (or look up its patch) into ``paths.tiles``; list the skipped."""
     config, paths = ctx.config, ctx.paths
     units = ctx.units() if config.patches is not None else ctx.unit_points()
     ctx.forget("store", "encoder")
+    _prepare_workers(ctx.mapper, len(units), config.chips.size, config.chips.units_per_chunk)
     if config.patches is not None:
         from eocausal.pipeline.patches import ingest_patches
 
