@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,19 +130,27 @@ def hilbert_distance(cols: np.ndarray, rows: np.ndarray, levels: int = HILBERT_L
                      ) -> np.ndarray:
     """Position of integer pixel cells along a Hilbert curve, for all cells at once.
 
-    The classic ``xy2d`` loop, one pass per level over whole numpy arrays. geopandas'
-    ``hilbert_distance`` needs a shapely point per unit: at a million units that cost ~10 s
-    and ~300 MB, against well under a second and a few arrays here. Coordinates are shifted
-    to start at 0 and coarsened by powers of two until they fit ``levels`` bits.
+    The classic ``xy2d`` loop, one pass per level over numpy arrays (in slices of
+    ``SLICE_ROWS`` cells, so the loop's temporaries stay a few MB at a million units).
+    geopandas' ``hilbert_distance`` needs a shapely point per unit: at a million units that
+    cost ~10 s and ~300 MB, against well under a second and a few arrays here. Coordinates
+    are shifted to start at 0 and coarsened by powers of two until they fit ``levels`` bits.
     """
-    x = np.asarray(cols, dtype=np.int64)
-    y = np.asarray(rows, dtype=np.int64)
+    x = np.asarray(cols)
+    y = np.asarray(rows)
     if x.size == 0:
-        return x.copy()
-    x, y = x - x.min(), y - y.min()
-    largest = int(max(x.max(initial=0), y.max(initial=0)))
+        return np.zeros(0, dtype=np.int64)
+    x0, y0 = int(x.min()), int(y.min())
+    largest = max(int(x.max()) - x0, int(y.max()) - y0, 0)
     shift = max(0, largest.bit_length() - levels)
-    x, y = x >> shift, y >> shift
+    out = np.empty(x.size, dtype=np.int64)
+    for part in _slices(x.size):
+        out[part] = _hilbert_keys((x[part].astype(np.int64) - x0) >> shift,
+                                  (y[part].astype(np.int64) - y0) >> shift, levels)
+    return out
+
+
+def _hilbert_keys(x: np.ndarray, y: np.ndarray, levels: int) -> np.ndarray:
     n = 1 << levels
     d = np.zeros_like(x)
     s = n >> 1
@@ -159,8 +167,18 @@ def hilbert_distance(cols: np.ndarray, rows: np.ndarray, levels: int = HILBERT_L
     return d
 
 
-def _hilbert_order(windows: np.ndarray) -> np.ndarray:
-    return np.argsort(hilbert_distance(windows[:, 0], windows[:, 1]), kind="stable")
+SLICE_ROWS = 65_536  # per-unit work on slices: temporaries of a few MB, not N-sized copies
+
+
+def _slices(n: int, size: int = SLICE_ROWS) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _hilbert_order(windows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``keep`` sorted along the Hilbert curve of its windows (neighbours share chunks)."""
+    order = np.argsort(hilbert_distance(windows[keep, 0], windows[keep, 1]), kind="stable")
+    return keep[order]
 
 
 def _date_sources(groups, grid: TargetGrid, force_warp: bool,
@@ -178,16 +196,20 @@ def _date_sources(groups, grid: TargetGrid, force_warp: bool,
     return dates
 
 
-def _fingerprint(ids: np.ndarray, windows: np.ndarray, **parts: object) -> str:
+def _fingerprint(ids: np.ndarray, windows: np.ndarray, keep: np.ndarray, **parts: object) -> str:
     """Hash of everything that decides the store's content; arrays hashed as raw bytes.
 
     Raw bytes (not JSON lists) keep this O(N) in C: at a million units the lists alone
-    took seconds and hundreds of MB.
+    took seconds and hundreds of MB. The kept rows are hashed slice by slice (the digest is
+    that of the whole arrays) so no N-sized copy is made.
     """
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    digest.update(np.ascontiguousarray(windows, dtype="<i8").tobytes())
-    ids = np.ascontiguousarray(ids, dtype=str)
-    digest.update(f"{ids.dtype.str}:".encode() + ids.tobytes())
+    for part in _slices(keep.size):
+        digest.update(np.ascontiguousarray(windows[keep[part]], dtype="<i8").tobytes())
+    ids = np.asarray(ids, dtype=str)  # no copy for a str array; slices keep its width
+    digest.update(f"{ids.dtype.str}:".encode())
+    for part in _slices(keep.size):
+        digest.update(ids[keep[part]].tobytes())
     return digest.hexdigest()
 
 
@@ -323,11 +345,10 @@ def ingest(
             f"{_span(units, first.crs)} in that CRS. Check "
             "that the units file's CRS is right and that the imagery covers the study area."
         )
-    keep = np.flatnonzero(covered)
-    keep = keep[_hilbert_order(windows[keep])]
+    keep = _hilbert_order(windows, np.flatnonzero(covered))
     band_names = [first.band_names[i - 1] for i in indexes]
     fingerprint = _fingerprint(
-        ids[keep], windows[keep], chip=chip_size, bands=indexes,
+        ids, windows, keep, chip=chip_size, bands=indexes,
         sources=[s.sha256 or s.path for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
         dtype=dtype, warp=warp, resampling=resampling, dates=[d for d, _ in groups],
         compression=compression,

@@ -212,15 +212,24 @@ def check_coordinate_bounds(bounds: np.ndarray, crs: Any, unit_ids: np.ndarray,
                             source: str) -> None:
     """Coordinates must lie on the earth: latitude 95 is a typo, not a place outside imagery.
 
-    ``bounds`` is (N, 4) minx, miny, maxx, maxy (a point's twice) in ``crs`` (a pyproj CRS).
+    ``bounds`` is (N, 4) minx, miny, maxx, maxy or (N, 2) x, y of points, in ``crs`` (a
+    pyproj CRS). Checked in slices, so a million points need no N-sized temporaries.
     """
+    bounds = np.asarray(bounds, dtype=np.float64)
+    xs, ys = ([0, 2], [1, 3]) if bounds.shape[1] == 4 else ([0], [1])
+    bad = np.zeros(len(bounds), dtype=bool)
+    for start in range(0, len(bounds), 65_536):
+        part = bounds[start:start + 65_536]
+        if crs.is_geographic:
+            lon, lat = part[:, xs], part[:, ys]
+            ok = (np.isfinite(part).all(axis=1) & (np.abs(lat) <= 90).all(axis=1)
+                  & (lon >= -180).all(axis=1) & (lon <= 360).all(axis=1))
+        else:  # projected: finite and within the 40,000 km an earth-sized grid can span
+            ok = np.isfinite(part).all(axis=1) & (np.abs(part) < 4e7).all(axis=1)
+        bad[start:start + 65_536] = ~ok
     if crs.is_geographic:
-        lon, lat = bounds[:, [0, 2]], bounds[:, [1, 3]]
-        bad = ~(np.isfinite(bounds).all(axis=1) & (np.abs(lat) <= 90).all(axis=1)
-                & (lon >= -180).all(axis=1) & (lon <= 360).all(axis=1))
         what = "longitude in [-180, 360] and latitude in [-90, 90]"
-    else:  # projected: finite and within the 40,000 km an earth-sized grid can span
-        bad = ~(np.isfinite(bounds).all(axis=1) & (np.abs(bounds) < 4e7).all(axis=1))
+    else:
         what = f"finite {crs.to_string()} coordinates within 40,000 km of its origin"
     if bad.any():
         rows = np.flatnonzero(bad)

@@ -147,6 +147,23 @@ def _preload_forkserver() -> None:
     get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))
 
 
+def _start_forkserver() -> None:
+    """Start the forkserver (importing ``WORKER_PRELOAD``) before this process imports dask.
+
+    The server then loads dask, numpy, rasterio and zarr on another core while this process
+    imports distributed and builds the LocalCluster, instead of after it: the workers fork
+    from a warm server the moment the nannies ask.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    import multiprocessing.forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+    multiprocessing.forkserver.ensure_running()
+
+
 class _Runner:
     """Runs task lists in this process or on dask, starting a LocalCluster only when needed."""
 
@@ -207,10 +224,12 @@ class _Runner:
         return self.client
 
     def _start_client(self) -> Any:
+        local = self.scheduler in (None, "local")
+        if local:
+            _start_forkserver()
         from dask.distributed import Client, LocalCluster
 
         quiet_dask_logging()
-        local = self.scheduler in (None, "local")
         if local:
             import dask
 
