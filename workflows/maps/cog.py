@@ -64,21 +64,21 @@ def write_effect_cog(path: str | Path, bands: Mapping[str, np.ndarray], *, trans
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(bands)
-    stack = np.stack([np.asarray(bands[n], dtype=np.float32) for n in names])
-    profile = {"driver": "GTiff", "height": stack.shape[1], "width": stack.shape[2],
+    height, width = np.shape(bands[names[0]])
+    profile = {"driver": "GTiff", "height": height, "width": width,
                "count": len(names), "dtype": "float32", "crs": crs, "transform": transform,
                "nodata": np.nan}
     with MemoryFile() as mem:
         with mem.open(**profile) as tmp:
-            tmp.write(stack)
-            for i, name in enumerate(names, start=1):
+            for i, name in enumerate(names, start=1):  # band by band: no stack of every band
+                tmp.write(np.asarray(bands[name], dtype=np.float32), i)
                 tmp.set_band_description(i, name)
                 tmp.update_tags(i, **dict((band_tags or {}).get(name, {})))
             tmp.update_tags(**dict(tags or {}))
         with mem.open() as src:
             out = cog_profiles.get("deflate")
             # Blocks of at most half the map, so even a small map gets an overview level.
-            block = int(min(256, max(16, 16 * (min(stack.shape[1:]) // 32))))
+            block = int(min(256, max(16, 16 * (min(height, width) // 32))))
             out.update(blockxsize=block, blockysize=block)
             cog_translate(src, str(path), out, overview_resampling="average", quiet=True,
                           in_memory=True, add_mask=False, forward_band_tags=True,
