@@ -65,15 +65,42 @@ def read_aggregate_polygons(path: str | Path, by: str | None) -> gpd.GeoDataFram
     return polygons
 
 
-def neighbour_correlation(surface: np.ndarray) -> float:
-    """Lag-one correlation of a surface between rook neighbours (NaN cells left out)."""
-    pairs = [(surface[:, :-1], surface[:, 1:]), (surface[:-1, :], surface[1:, :])]
-    a = np.concatenate([p[0].ravel() for p in pairs])
-    b = np.concatenate([p[1].ravel() for p in pairs])
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+def _neighbour_pairs(surface: np.ndarray, block_rows: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rook-neighbour pairs of cells that both have a value, as float64, a block of rows at
+    a time (left-right pairs, then each row with the row below)."""
+    for top in range(0, surface.shape[0], block_rows):
+        rows = surface[top:top + block_rows]
+        below = surface[top + 1:top + block_rows + 1]
+        for a, b in ((rows[:, :-1], rows[:, 1:]), (rows[:len(below)], below)):
+            ok = np.isfinite(a) & np.isfinite(b)
+            yield a[ok].astype(np.float64), b[ok].astype(np.float64)
+
+
+def neighbour_correlation(surface: np.ndarray, *, block_cells: int = SLICE_CELLS) -> float:
+    """Lag-one correlation of a surface between rook neighbours (NaN cells left out).
+
+    Pearson's correlation over all pairs, from centred sums taken a block of rows at a time
+    (two passes: means, then deviations), so no copy of the surface is made.
+    """
+    step = max(1, block_cells // max(surface.shape[1], 1))
+    n, sum_a, sum_b = 0, 0.0, 0.0
+    low, high = np.full(2, np.inf), np.full(2, -np.inf)  # of the pairs' first and second cells
+    for a, b in _neighbour_pairs(surface, step):
+        n, sum_a, sum_b = n + a.size, sum_a + float(a.sum()), sum_b + float(b.sum())
+        if a.size:
+            low = np.minimum(low, [a.min(), b.min()])
+            high = np.maximum(high, [a.max(), b.max()])
+    if n < 3 or (low == high).any():  # too few pairs, or no variation to correlate
         return 0.0
-    return float(np.clip(np.corrcoef(a[ok], b[ok])[0, 1], 0.0, 0.99))
+    mean_a, mean_b = sum_a / n, sum_b / n
+    saa = sbb = sab = 0.0
+    for a, b in _neighbour_pairs(surface, step):
+        da, db = a - mean_a, b - mean_b
+        saa, sbb, sab = saa + float(da @ da), sbb + float(db @ db), sab + float(da @ db)
+    if saa == 0 or sbb == 0:
+        return 0.0
+    return float(np.clip(sab / math.sqrt(saa * sbb), 0.0, 0.99))
 
 
 def _kernel(r: float, shape: tuple[int, int]) -> np.ndarray:

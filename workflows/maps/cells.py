@@ -162,12 +162,12 @@ def top_cells(cate: np.ndarray, budget: float, *, eligible: np.ndarray) -> np.nd
     k = budget_count(budget, candidates.size)
     if k == 0:
         return candidates
-    negative = -cate[candidates].astype(np.float64)
+    values = cate[candidates]
     if k < candidates.size:
-        last = np.partition(negative, k - 1)[k - 1]
-        keep = negative <= last
-        candidates, negative = candidates[keep], negative[keep]
-    return candidates[np.argsort(negative, kind="stable")][:k]
+        last = np.partition(values, candidates.size - k)[candidates.size - k]  # k-th largest
+        keep = values >= last
+        candidates, values = candidates[keep], values[keep]
+    return candidates[np.argsort(-values, kind="stable")][:k]
 
 
 def write_cells(cells: MapCells, parquet: Path, gpkg: Path, *,

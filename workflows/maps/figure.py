@@ -118,7 +118,7 @@ def effect_figure(
     vmax = vmax if vmax > 0 else 1.0
     if surface is not None:
         image = ax.imshow(surface, extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
-                          interpolation="nearest", zorder=1)
+                          interpolation="nearest", interpolation_stage="data", zorder=1)
         if extrapolated is not None and extrapolated.any():
             ax.add_collection(_hatched(extrapolated, extent), autolim=False)
     else:
