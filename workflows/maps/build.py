@@ -9,6 +9,7 @@ rasters or a slice of cells at a time: no table, id string or point of every cel
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import shutil
@@ -103,6 +104,20 @@ def _ingest_kwargs(store_attrs: dict[str, Any]) -> dict[str, Any]:
             "resampling": None if resampling == "by dtype" else resampling}
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed on the C heap back to the system (glibc's ``malloc_trim``).
+
+    Ingestion and prediction free tens of MB in many small blocks; glibc keeps them mapped,
+    so without this the next step starts from a higher resident size (at 390,625 cells,
+    90 MB stayed resident after ingestion). The recipe dask's worker documentation gives for
+    the same effect; a no-op where the C library is not glibc.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: list[str],
              run: Any, mapper: Any, echo: Callable[[str], None]) -> MapCells:
     attrs = run.store.attrs
@@ -121,6 +136,7 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
          f"({len(grid) - result.n_usable} without imagery stay nodata)")
     store_path = result.store_path
     del result  # its table of skipped cells
+    release_freed_memory()
     effects = gpd.read_file(paths.effects) if paths.effects.exists() else None
     used = None if effects is None else effects["unit_id"].astype(str)
     reference, threshold = support_reference(run, used, settings.support_quantile)
@@ -138,6 +154,7 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
     for part in parts:
         cells.fill(part)
     shutil.rmtree(paths.map_parts, ignore_errors=True)
+    release_freed_memory()
     return cells
 
 
