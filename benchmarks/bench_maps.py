@@ -112,7 +112,7 @@ def bare_loop(run: Path, settings) -> tuple[float, int, np.ndarray]:
     with rasterio.open(scene) as src:
         inverse = ~src.transform
         nodata = src.nodata
-        xy = np.column_stack([grid.units.geometry.x, grid.units.geometry.y])
+        xy = grid.xy()
         for lo in range(0, len(xy), settings.cells_per_task):
             part = xy[lo:lo + settings.cells_per_task]
             chips = np.empty((len(part), src.count, CHIP, CHIP), dtype=src.dtypes[0])
@@ -139,7 +139,8 @@ def eocausal_map(run: Path, settings, mapper=None) -> tuple[float, int, np.ndarr
     shutil.rmtree(run / "maps", ignore_errors=True)
     start = time.perf_counter()
     result = build_map(RunPaths(run), settings, mapper=mapper, echo=lambda m: None)
-    return time.perf_counter() - start, len(result.cells), result.cells["cate"].to_numpy()
+    seconds = time.perf_counter() - start
+    return seconds, result.summary["n_cells"], result.map_cells.column("cate").astype(float)
 
 
 def throughput(run: Path, n_cells: int, repeats: int, workers_list: list[int]) -> list[dict]:
@@ -206,7 +207,7 @@ def _memory_child(run: str, n_cells: int) -> None:
     result = build_map(RunPaths(run), settings, echo=lambda m: None)
     done.set()
     thread.join()
-    print(json.dumps({"cells": len(result.cells), "before": before, "peak": peak[0]}))
+    print(json.dumps({"cells": result.summary["n_cells"], "before": before, "peak": peak[0]}))
 
 
 def memory(run: Path, sizes: list[int]) -> list[dict]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from eocausal.lazy import lazy_exports
 
 _EXPORTS = {
-    "aggregate_cells": "aggregate", "neighbour_correlation": "aggregate",
+    "aggregate_cells": "aggregate", "aggregate_grid": "aggregate",
+    "neighbour_correlation": "aggregate", "MapCells": "cells", "write_cells": "cells",
     "is_cog": "cog", "plot_surface": "cog", "validate_cog": "cog", "write_cog": "cog",
     "write_effect_cog": "cog",
     "CellGrid": "region", "Region": "region", "lay_grid": "region", "read_region": "region",

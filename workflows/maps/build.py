@@ -2,28 +2,31 @@
 
 :func:`build_map` is what the stage layer and ``eocausal map`` call. Memory stays flat in the
 number of cells: chips go to a tile store on disk chunk by chunk, each prediction task holds
-one chunk, and only five numbers per cell come back.
+one chunk, the predictions fill float32 rasters of the grid in place
+(:class:`~eocausal.workflows.maps.cells.MapCells`), and every export is made from those
+rasters or a slice of cells at a time: no table, id string or point of every cell is held.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import shapely
-from eocausal.models.evaluation.targeting import TargetingResult, rank_places
+from eocausal.models.evaluation.targeting import TargetingResult
 from eocausal.pipeline.imagery import describe_raster, expand_imagery, resolve_bands
 from eocausal.pipeline.ingest import ingest
 from eocausal.pipeline.store import open_store
-from eocausal.workflows.maps.aggregate import aggregate_cells, read_aggregate_polygons
+from eocausal.workflows.maps.aggregate import aggregate_grid, read_aggregate_polygons
+from eocausal.workflows.maps.cells import MapCells, band_names, write_cells
 from eocausal.workflows.maps.cog import write_effect_cog
 from eocausal.workflows.maps.figure import effect_figure
 from eocausal.workflows.maps.predict import (
@@ -39,22 +42,29 @@ from eocausal.workflows.paths import RunPaths
 
 from eocausal.errors import ConfigError, EncoderError, NoUsableUnitsError
 
-__all__ = ["MapResult", "band_names", "build_map", "write_cells"]
+__all__ = ["MapResult", "band_names", "build_map", "write_cells"]  # the last two from cells
 
 log = logging.getLogger(__name__)
-
-BANDS = ("cate", "cate_lo", "cate_hi", "support")
 
 
 @dataclass(frozen=True)
 class MapResult:
-    """What the map stage wrote and its headline numbers (``summary`` goes to summary.json)."""
+    """What the map stage wrote and its headline numbers (``summary`` goes to summary.json).
+
+    ``map_cells`` holds the predictions as rasters; :attr:`cells` makes the whole cells
+    table from them on demand (for small maps and tests: the stage itself never does).
+    """
 
     outputs: dict[str, Path]
     summary: dict[str, Any]
-    cells: gpd.GeoDataFrame = field(repr=False)
+    map_cells: MapCells = field(repr=False)
     aggregates: gpd.GeoDataFrame | None = field(default=None, repr=False)
     targets: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def cells(self) -> gpd.GeoDataFrame:
+        """Every cell as the rows of ``cells.parquet`` (grid columns, points, predictions)."""
+        return self.map_cells.frame()
 
 
 def _fmt_bounds(b: tuple[float, float, float, float]) -> str:
@@ -94,35 +104,27 @@ def _ingest_kwargs(store_attrs: dict[str, Any]) -> dict[str, Any]:
             "resampling": None if resampling == "by dtype" else resampling}
 
 
-def _assemble(units: gpd.GeoDataFrame, parts: Iterable[pd.DataFrame]) -> gpd.GeoDataFrame:
-    """Add each part's predictions to the grid's cells in place, one part at a time.
+def release_freed_memory() -> None:
+    """Hand memory freed on the C heap back to the system (glibc's ``malloc_trim``).
 
-    A merge would copy the whole cells table (geometry included) once more; here each part
-    only fills preallocated columns, so the map holds one per-cell table. Cells that got no
-    prediction (no imagery) keep NaN.
+    Ingestion and prediction free tens of MB in many small blocks; glibc keeps them mapped,
+    so without this the next step starts from a higher resident size (at 390,625 cells,
+    90 MB stayed resident after ingestion). The recipe dask's worker documentation gives for
+    the same effect; a no-op where the C library is not glibc.
     """
-    index = pd.Index(units["unit_id"])
-    columns: dict[str, np.ndarray] = {}
-    for part in parts:
-        part = part[part["usable"].to_numpy(dtype=bool)]
-        positions = index.get_indexer(part["unit_id"])
-        for name in part.columns:
-            if name in ("unit_id", "usable"):
-                continue
-            if name not in columns:
-                columns[name] = np.full(len(units), np.nan)
-            columns[name][positions] = part[name].to_numpy(dtype=float)
-    for name, values in columns.items():
-        units[name] = values
-    return units
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: list[str],
-             run: Any, mapper: Any, echo: Callable[[str], None]) -> tuple[gpd.GeoDataFrame, float]:
+             run: Any, mapper: Any, echo: Callable[[str], None]) -> MapCells:
     attrs = run.store.attrs
     try:
-        result = ingest(grid.units, imagery, paths.grid_tiles, chip_size=run.store.chip_size,
-                        bands=run.band_names,
+        # ids and centres alone: the one moment every cell's id exists, freed on return
+        result = ingest(grid.unit_points(), imagery, paths.grid_tiles,
+                        chip_size=run.store.chip_size, bands=run.band_names,
                         min_valid_fraction=float(attrs.get("min_valid_fraction", 0.5)),
                         units_per_chunk=settings.cells_per_task, map_partitions=mapper,
                         **_ingest_kwargs(attrs))
@@ -130,13 +132,16 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
         raise ConfigError(
             f"No cell of the map grid has imagery: {exc} Give a region inside the imagery."
         ) from exc
-    echo(f"chipped {result.n_usable} of {len(grid.units)} cells "
-         f"({len(grid.units) - result.n_usable} without imagery stay nodata)")
+    echo(f"chipped {result.n_usable} of {len(grid)} cells "
+         f"({len(grid) - result.n_usable} without imagery stay nodata)")
+    store_path = result.store_path
+    del result  # its table of skipped cells
+    release_freed_memory()
     effects = gpd.read_file(paths.effects) if paths.effects.exists() else None
     used = None if effects is None else effects["unit_id"].astype(str)
     reference, threshold = support_reference(run, used, settings.support_quantile)
     covariates = covariate_means(paths, run.model, settings.covariates)
-    grid_store = open_store(result.store_path)
+    grid_store = open_store(store_path)
     # Each task loads the effect model once (about a second for a forest): one task per worker.
     n_parts = settings.prediction_tasks or (1 if mapper is None else
                                             int(getattr(mapper, "n_workers", 8)))
@@ -145,88 +150,12 @@ def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: li
                           covariates=covariates, reference=reference,
                           batch_size=settings.batch_size, device=settings.device,
                           n_parts=n_parts, seed=settings.seed, map_partitions=mapper)
-    cells = _assemble(grid.units, parts)
+    cells = MapCells(grid, threshold)
+    for part in parts:
+        cells.fill(part)
     shutil.rmtree(paths.map_parts, ignore_errors=True)
-    distance = cells["support_distance"].to_numpy()
-    extrapolated = pd.array(distance > threshold, dtype="boolean")
-    extrapolated[np.isnan(distance)] = pd.NA
-    cells["extrapolated"] = extrapolated
-    if "cluster" in cells:
-        cells["cluster"] = pd.array(cells["cluster"].to_numpy(), dtype="Int64")
-    return gpd.GeoDataFrame(cells, geometry="geometry", crs=grid.crs), threshold
-
-
-SLICE_ROWS = 16_384  # cells per write: the exports never convert the whole table at once
-
-
-def write_cells(cells: gpd.GeoDataFrame, parquet: Path, gpkg: Path, *,
-                slice_rows: int = SLICE_ROWS) -> None:
-    """Write the cells as GeoParquet and GeoPackage slice by slice.
-
-    The GeoParquet ``geo`` metadata comes from geopandas (written for one row, bbox set to
-    all cells); each slice is then appended as a row group, so no Arrow copy of the whole
-    table is ever made. The GeoPackage is appended to the same way.
-    """
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    head = io.BytesIO()
-    cells.iloc[:1].to_parquet(head, index=False)
-    schema = pq.read_schema(pa.BufferReader(head.getvalue()))
-    geo = json.loads(schema.metadata[b"geo"])
-    geo["columns"][cells.geometry.name]["bbox"] = [float(v) for v in cells.total_bounds]
-    metadata = {b"geo": json.dumps(geo).encode()}
-    schema = schema.with_metadata(metadata)
-    tmp = parquet.with_name(f".{parquet.name}.tmp")
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for start in range(0, len(cells), slice_rows):
-            part = pa.table(cells.iloc[start:start + slice_rows].to_arrow(index=False))
-            writer.write_table(part.cast(schema))
-    tmp.replace(parquet)
-    gpkg.unlink(missing_ok=True)
-    for start in range(0, len(cells), slice_rows):
-        cells.iloc[start:start + slice_rows].to_file(gpkg, layer="cells", driver="GPKG",
-                                                     mode="w" if start == 0 else "a")
-
-
-def band_names(cells: pd.DataFrame) -> list[str]:
-    """effect.tif's bands: the effect, its interval and support, then the cluster model's
-    probabilities ``p_cluster_1..K`` and predictive effect when the run has one."""
-    k = sorted(int(c.rsplit("_", 1)[1]) for c in cells.columns
-               if c.startswith("p_cluster_") and c.rsplit("_", 1)[1].isdigit())
-    extra = [f"p_cluster_{i}" for i in k]
-    if k:
-        extra += ["tau_cluster", "tau_cluster_lo", "tau_cluster_hi"]
-    return [*BANDS, *extra]
-
-
-def _rasters(cells: gpd.GeoDataFrame, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-    rows, cols = cells["row"].to_numpy(), cells["col"].to_numpy()
-    bands = {}
-    for name in band_names(cells):
-        grid = np.full(shape, np.nan, dtype=np.float32)
-        if name == "support":
-            values = np.where(cells["extrapolated"].astype("boolean").fillna(True), 0.0, 1.0)
-            values[~np.isfinite(cells["cate"].to_numpy(dtype=float))] = np.nan
-        else:
-            values = cells[name].to_numpy(dtype=float)
-        grid[rows, cols] = values
-        bands[name] = grid
-    return bands
-
-
-def _targets(cells: gpd.GeoDataFrame, budget: float | None) -> gpd.GeoDataFrame | None:
-    if budget is None:
-        return None
-    eligible = ~cells["extrapolated"].astype("boolean").fillna(True).to_numpy(dtype=bool)
-    chosen = rank_places(cells["cate"].to_numpy(dtype=float), budget, eligible=eligible)
-    picked = cells.iloc[chosen].copy()
-    lonlat = picked.to_crs(4326).geometry
-    picked.insert(0, "rank", np.arange(1, len(picked) + 1))
-    picked["lon"], picked["lat"] = lonlat.x.to_numpy(), lonlat.y.to_numpy()
-    return picked
+    release_freed_memory()
+    return cells
 
 
 def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
@@ -281,16 +210,16 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     _check_overlap(region, imagery)
     grid = lay_grid(region, settings.spacing, max_cells=settings.max_cells)
     paths.maps.mkdir(parents=True, exist_ok=True)
-    cells, threshold = _predict(paths, settings, grid, imagery, run, mapper, echo)
+    cells = _predict(paths, settings, grid, imagery, run, mapper, echo)
     units_label = outcome_units or "outcome units"
     label = f"Effect on {outcome_label or 'the outcome'} ({units_label})"
     title = title or f"Predicted effect of the programme, {region.source}"
     outputs: dict[str, Path] = {}
     bands = None
     if grid.shape is not None:
-        bands = _rasters(cells, grid.shape)
+        bands = cells.rasters()
         tags = {"outcome_label": outcome_label or "", "outcome_units": units_label,
-                "support_threshold": f"{threshold:.6g}",
+                "support_threshold": f"{cells.threshold:.6g}",
                 "support": "1 inside the trial's support, 0 extrapolation"}
         outputs["effect.tif"] = write_effect_cog(
             paths.effect_tif, bands, transform=grid.transform, crs=grid.crs, tags=tags,
@@ -300,8 +229,8 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
     outputs.update({"cells.parquet": paths.cells_parquet, "cells.gpkg": paths.cells_gpkg})
     aggregates = None
     if polygons is not None:
-        aggregates = aggregate_cells(cells, polygons, settings.by, shape=grid.shape,
-                                     errors=settings.aggregate_errors)
+        aggregates = aggregate_grid(cells, polygons, settings.by,
+                                    errors=settings.aggregate_errors)
         empty = int((aggregates["n_cells"] == 0).sum())
         aggregates = aggregates[aggregates["n_cells"] > 0].reset_index(drop=True)
         if empty:
@@ -311,33 +240,32 @@ def build_map(paths: RunPaths, settings: MapSettings, *, mapper: Any = None,
         aggregates.drop(columns="geometry").to_csv(paths.aggregates_csv, index=False)
         outputs.update({"aggregates.gpkg": paths.aggregates_gpkg,
                         "aggregates.csv": paths.aggregates_csv})
-    targets = _targets(cells, settings.budget)
+    targets = cells.targets(settings.budget)
     if targets is not None:
         targets.drop(columns="geometry").to_csv(paths.targets_csv, index=False)
         outputs["targets.csv"] = paths.targets_csv
     units = gpd.read_file(paths.effects) if paths.effects.exists() else None
     boundaries = [region.shapes] + ([polygons] if polygons is not None else [])
+    places = cells.frame() if bands is None else None  # a list of places: drawn as points
     effect_figure(paths.effect_png, surface=None if bands is None else bands["cate"],
                   extent=grid.extent, crs=grid.crs, title=title, label=label,
                   extrapolated=None if bands is None else bands["support"] == 0,
-                  cells=cells if bands is None else None, units=units, boundaries=boundaries,
-                  areas=aggregates)
+                  cells=places, units=units, boundaries=boundaries, areas=aggregates)
     outputs["effect.png"] = paths.effect_png
     effect_html(paths.effect_html, title=title, label=label, bands=bands,
-                transform=grid.transform, crs=grid.crs, cells=cells, units=units,
-                aggregates=aggregates, targets=targets)
+                transform=grid.transform, crs=grid.crs, bounds=grid.centre_bounds,
+                cells=places, units=units, aggregates=aggregates, targets=targets)
     outputs["effect.html"] = paths.effect_html
-    predicted = np.isfinite(cells["cate"].to_numpy(dtype=float))
+    del places, bands
+    counts = cells.counts()
     summary = {
         "region": region.source, "crs": grid.crs, "spacing_m": grid.spacing,
         "grid_shape": None if grid.shape is None else list(grid.shape),
-        "n_cells": int(len(cells)), "n_predicted": int(predicted.sum()),
-        "n_nodata": int((~predicted).sum()),
-        "n_extrapolated": int(cells["extrapolated"].fillna(False).astype(bool).sum()),
-        "share_extrapolated": float(cells.loc[predicted, "extrapolated"].astype(bool).mean())
-        if predicted.any() else None,
-        "support_threshold": threshold,
-        "mean_cate": float(np.nanmean(cells["cate"])) if predicted.any() else None,
+        "n_cells": counts["n_cells"], "n_predicted": counts["n_predicted"],
+        "n_nodata": counts["n_nodata"], "n_extrapolated": counts["n_extrapolated"],
+        "share_extrapolated": counts["share_extrapolated"],
+        "support_threshold": cells.threshold,
+        "mean_cate": counts["mean_cate"],
         "outcome_units": units_label,
         "n_clusters": None if run.clusters is None else int(run.clusters.n_clusters),
         "aggregate_errors": settings.aggregate_errors if polygons is not None else None,

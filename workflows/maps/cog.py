@@ -24,6 +24,8 @@ __all__ = ["is_cog", "plot_surface", "validate_cog", "write_cog", "write_effect_
 
 log = logging.getLogger(__name__)
 
+COG_CACHE_MB = 16  # GDAL block cache while writing effect.tif
+
 
 def write_cog(path: str | Path, surface: np.ndarray, *, transform: Affine, crs: str,
               description: str = "cate") -> Path:
@@ -64,25 +66,32 @@ def write_effect_cog(path: str | Path, bands: Mapping[str, np.ndarray], *, trans
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(bands)
-    stack = np.stack([np.asarray(bands[n], dtype=np.float32) for n in names])
-    profile = {"driver": "GTiff", "height": stack.shape[1], "width": stack.shape[2],
-               "count": len(names), "dtype": "float32", "crs": crs, "transform": transform,
-               "nodata": np.nan}
-    with MemoryFile() as mem:
-        with mem.open(**profile) as tmp:
-            tmp.write(stack)
-            for i, name in enumerate(names, start=1):
-                tmp.set_band_description(i, name)
-                tmp.update_tags(i, **dict((band_tags or {}).get(name, {})))
-            tmp.update_tags(**dict(tags or {}))
-        with mem.open() as src:
-            out = cog_profiles.get("deflate")
-            # Blocks of at most half the map, so even a small map gets an overview level.
-            block = int(min(256, max(16, 16 * (min(stack.shape[1:]) // 32))))
-            out.update(blockxsize=block, blockysize=block)
-            cog_translate(src, str(path), out, overview_resampling="average", quiet=True,
-                          in_memory=True, add_mask=False, forward_band_tags=True,
-                          web_optimized=False, overview_level=None)
+    height, width = np.shape(bands[names[0]])
+    # Blocks of at most half the map, so even a small map gets an overview level.
+    block = int(min(256, max(16, 16 * (min(height, width) // 32))))
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": len(names),
+               "dtype": "float32", "crs": crs, "transform": transform, "nodata": np.nan,
+               "tiled": True, "blockxsize": block, "blockysize": block}
+    # The source and rio-cogeo's overview copy go to files beside the output and GDAL's block
+    # cache is capped: held in memory (and in an uncapped cache) they took about ten times
+    # the bands' size, 60 MB at 625 x 625 cells.
+    source = path.with_name(f".{path.name}.src.tif")
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB):
+            with rasterio.open(source, "w", **profile) as tmp:
+                for i, name in enumerate(names, start=1):  # band by band: no stack
+                    tmp.write(np.asarray(bands[name], dtype=np.float32), i)
+                    tmp.set_band_description(i, name)
+                    tmp.update_tags(i, **dict((band_tags or {}).get(name, {})))
+                tmp.update_tags(**dict(tags or {}))
+            with rasterio.open(source) as src:
+                out = cog_profiles.get("deflate")
+                out.update(blockxsize=block, blockysize=block)
+                cog_translate(src, str(path), out, overview_resampling="average", quiet=True,
+                              in_memory=False, add_mask=False, forward_band_tags=True,
+                              web_optimized=False, overview_level=None)
+    finally:
+        source.unlink(missing_ok=True)
     ok, errors, _ = validate_cog(path)
     if not ok:
         raise RuntimeError(f"'{path}' is not a valid COG: {errors}")

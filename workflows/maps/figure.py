@@ -17,10 +17,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import shapely.geometry  # noqa: E402
+from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
 from pyproj import Transformer  # noqa: E402
+from rasterio.features import shapes  # noqa: E402
+from rasterio.transform import from_bounds  # noqa: E402
+from shapely.plotting import patch_from_polygon  # noqa: E402
 
 __all__ = ["NODATA", "effect_figure", "nice_step", "scale_length"]
 
@@ -75,6 +80,21 @@ def _graticule(ax: plt.Axes, crs: str, extent: tuple[float, float, float, float]
     ax.set_ylim(bottom, top)
 
 
+def _hatched(mask: np.ndarray, extent: tuple[float, float, float, float]) -> PatchCollection:
+    """The ``True`` cells of ``mask`` as hatched polygons, one per connected patch.
+
+    ``rasterio.features.shapes`` merges neighbouring cells, so the collection grows with the
+    patches' outlines, not with the number of cells (a square per cell did).
+    """
+    rows, cols = mask.shape
+    transform = from_bounds(extent[0], extent[2], extent[1], extent[3], cols, rows)
+    polygons = [shapely.geometry.shape(geom) for geom, _ in
+                shapes(mask.astype(np.uint8), mask=mask, transform=transform)]
+    patches = [patch_from_polygon(p) for p in polygons]
+    return PatchCollection(patches, hatch="////", facecolor="none", edgecolor="0.25",
+                           linewidths=0.0, zorder=2, gid="extrapolation")
+
+
 def effect_figure(
     path: str | Path, *, surface: np.ndarray | None, extent: tuple[float, float, float, float],
     crs: str, title: str, label: str, extrapolated: np.ndarray | None = None,
@@ -98,15 +118,9 @@ def effect_figure(
     vmax = vmax if vmax > 0 else 1.0
     if surface is not None:
         image = ax.imshow(surface, extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
-                          interpolation="nearest", zorder=1)
+                          interpolation="nearest", interpolation_stage="data", zorder=1)
         if extrapolated is not None and extrapolated.any():
-            rows, cols = extrapolated.shape
-            xs = np.linspace(extent[0], extent[1], cols + 1)
-            ys = np.linspace(extent[3], extent[2], rows + 1)
-            hatch = ax.pcolor(xs, ys, np.ma.masked_where(~extrapolated, np.ones_like(surface)),
-                              hatch="////", facecolor="none", edgecolor="0.25", lw=0.0,
-                              zorder=2)
-            hatch.set_gid("extrapolation")
+            ax.add_collection(_hatched(extrapolated, extent), autolim=False)
     else:
         image = ax.scatter(cells.geometry.x, cells.geometry.y, c=values, cmap="RdBu_r",
                            vmin=-vmax, vmax=vmax, s=40, edgecolors="k", linewidths=0.4, zorder=2)

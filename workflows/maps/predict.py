@@ -255,22 +255,35 @@ def predict_range(store: TileStore, start: int, stop: int, *, encoder: nn.Module
 
 
 def predict_part(task: PredictTask) -> tuple[str, int]:
-    """One task on a worker: load encoder, model and reference, predict a range, write a part."""
+    """One task on a worker: load encoder, model and reference, predict a range chunk by
+    chunk, and write each chunk as a row group of the task's part (one chunk in memory)."""
     store = open_store(task.store_path)
     encoder = torch.load(task.encoder_path, map_location="cpu", weights_only=False)
     with np.load(task.reference_path) as ref:
         neighbours = NearestNeighbors(n_neighbors=1).fit(ref["reference"])
     clusters = (None if task.clusters_path is None else
                 torch.load(task.clusters_path, map_location="cpu", weights_only=False))
-    out = predict_range(store, task.start, task.stop, encoder=encoder,
-                        model=EffectModel.load(task.model_path), neighbours=neighbours,
-                        covariates=task.covariates, mean=np.asarray(task.mean),
-                        std=np.asarray(task.std), batch_size=task.batch_size, device=task.device,
-                        clusters=clusters, units_per_chunk=task.units_per_chunk, seed=task.seed)
+    model = EffectModel.load(task.model_path)
+    step = task.units_per_chunk or store.units_per_chunk
     tmp = Path(task.part_path).with_name(f".{Path(task.part_path).name}.tmp")
-    pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp)
+    writer, n_rows = None, 0
+    try:
+        for start in range(task.start, task.stop, step):
+            out = predict_range(store, start, min(start + step, task.stop), encoder=encoder,
+                                model=model, neighbours=neighbours, covariates=task.covariates,
+                                mean=np.asarray(task.mean), std=np.asarray(task.std),
+                                batch_size=task.batch_size, device=task.device,
+                                clusters=clusters, units_per_chunk=step, seed=task.seed)
+            table = pa.Table.from_pandas(out, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            n_rows += len(out)
+    finally:
+        if writer is not None:
+            writer.close()
     os.replace(tmp, task.part_path)
-    return task.part_path, len(out)
+    return task.part_path, n_rows
 
 
 def covariate_means(paths: RunPaths, model: EffectModel,
@@ -311,8 +324,8 @@ def predict_cells(run: RunModel, grid_store: TileStore, work: Path, *,
                   seed: int = 0,
                   map_partitions: Callable[[Callable, list[PredictTask]], Iterable[Any]] | None
                   ) -> Iterable[pd.DataFrame]:
-    """Yield each part's predictions (``unit_id``, ``usable``, ``cate``, ``cate_lo``,
-    ``cate_hi``, ``support_distance``) in store order, one part in memory at a time.
+    """Yield the predictions (``unit_id``, ``usable``, ``cate``, ``cate_lo``, ``cate_hi``,
+    ``support_distance``) a store chunk at a time, in store order.
 
     Without ``map_partitions`` the chunks are predicted here with the loaded encoder and
     model; with it, ``n_parts`` tasks each load them from files under ``work``.
@@ -343,7 +356,9 @@ def predict_cells(run: RunModel, grid_store: TileStore, work: Path, *,
              for i, (a, b) in enumerate(ranges)]
     results = list(map_partitions(predict_part, tasks))
     for part, _ in results:
-        yield pd.read_parquet(part)
+        with pq.ParquetFile(part) as file:  # a row group (one chunk) at a time, not the part
+            for group in range(file.num_row_groups):
+                yield file.read_row_group(group).to_pandas()
         Path(part).unlink(missing_ok=True)
     encoder_path.unlink(missing_ok=True)
     reference_path.unlink(missing_ok=True)

@@ -17,18 +17,24 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import shapely
 from affine import Affine
 from eocausal.pipeline.imagery import describe_raster, expand_imagery
+from eocausal.pipeline.points import UnitPoints
+from pyproj import CRS
 
 from eocausal.errors import ConfigError, InputFileError
 
-__all__ = ["CellGrid", "Region", "imagery_extent", "lay_grid", "read_region"]
+__all__ = ["SLICE_CELLS", "CellGrid", "Region", "imagery_extent", "lay_grid", "read_region"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CELLS_ACROSS = 200
+SLICE_CELLS = 8192  # cells made into ids, points or table rows at a time
+ALL = slice(None)
+Index = slice | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -44,29 +50,124 @@ class Region:
         return tuple(float(v) for v in self.shapes.total_bounds)  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CellGrid:
-    """Cells as pseudo-units (``unit_id``, ``row``, ``col``, point geometry in ``crs``).
+    """The map's cells as arrays: their grid rows and columns, ids made on demand.
 
-    ``shape``/``transform`` describe the raster the cells fill (None for a list of places);
-    ``units`` holds only the cells inside the region, so the rest stay nodata.
+    Cells are the raster cells of ``shape``/``transform`` whose centre lies inside the
+    region, in row-major order; a list of places is one raster row (``row`` 0, ``col`` the
+    place's index, centres in ``xy``, ``shape`` and ``transform`` None). Nothing here holds
+    a string or a shapely object per cell: ids (``cell_{row}_{col}``, ``place_{i}``) and
+    point geometry are made per slice (:meth:`ids`, :meth:`frame`), so the grid costs
+    8 bytes a cell (16 more for places).
     """
 
-    units: gpd.GeoDataFrame
+    rows: np.ndarray  # (N,) int32
+    cols: np.ndarray  # (N,) int32
     crs: str
     spacing: float
     shape: tuple[int, int] | None
     transform: Affine | None
+    xy_places: np.ndarray | None = None  # (N, 2) float64, places only
+    names: np.ndarray | None = None  # (N,) the region's ``name`` column, places only
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def raster_shape(self) -> tuple[int, int]:
+        """Shape of the per-cell value rasters: the grid's, or one row of places."""
+        return self.shape if self.shape is not None else (1, len(self))
+
+    def xy(self, index: Index = ALL) -> np.ndarray:
+        """Cell centres (n, 2) in ``crs`` of the cells at ``index`` (a slice or positions)."""
+        if self.xy_places is not None:
+            return self.xy_places[index]
+        rows, cols = self.rows[index], self.cols[index]
+        xs, ys = self.transform * (cols + 0.5, rows + 0.5)
+        return np.column_stack([xs, ys])
+
+    def ids(self, index: Index = ALL) -> np.ndarray:
+        """Ids of the cells at ``index`` as a numpy str array (no Python string per cell)."""
+        cols = self.cols[index]
+        if self.shape is None:
+            return np.strings.add("place_", _digits(cols))
+        rows = self.rows[index]
+        return np.strings.add(np.strings.add(np.strings.add("cell_", _digits(rows)), "_"),
+                              _digits(cols))
+
+    @property
+    def id_width(self) -> int:
+        """Characters of the longest id."""
+        if not len(self):
+            return 1
+        if self.shape is None:
+            return 6 + len(str(int(self.cols.max())))
+        return 6 + len(str(int(self.rows.max()))) + len(str(int(self.cols.max())))
+
+    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raster (rows, cols) of cells named by ``ids``, parsed from the ids themselves."""
+        ids = np.asarray(ids, dtype=str)
+        head, _, tail = np.strings.rpartition(ids, "_")
+        cols = tail.astype(np.int64)
+        if self.shape is None:
+            return np.zeros_like(cols), cols
+        return np.strings.slice(head, 5, None).astype(np.int64), cols
+
+    def unit_points(self) -> UnitPoints:
+        """Every cell's id and centre, the lean units ingestion takes (~64 bytes a cell)."""
+        ids = np.empty(len(self), dtype=f"U{self.id_width}")
+        for start in range(0, len(self), SLICE_CELLS):
+            ids[start:start + SLICE_CELLS] = self.ids(slice(start, start + SLICE_CELLS))
+        return UnitPoints(ids, np.ascontiguousarray(self.xy(), dtype=np.float64),
+                          CRS.from_user_input(self.crs))
+
+    def frame(self, index: Index = ALL) -> gpd.GeoDataFrame:
+        """The cells at ``index`` as a GeoDataFrame (``unit_id``, ``row``, ``col``, points,
+        and ``name`` for places): one slice of the exports, never the whole grid at once."""
+        xy = self.xy(index)
+        frame = gpd.GeoDataFrame(
+            {"unit_id": self.ids(index).astype(object),
+             "row": self.rows[index].astype(np.int64),
+             "col": self.cols[index].astype(np.int64)},
+            geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]), crs=self.crs,
+            index=pd.RangeIndex(len(self))[index])  # the cells' positions in the grid
+        if self.names is not None:
+            frame["name"] = self.names[index]
+        return frame
+
+    @property
+    def units(self) -> gpd.GeoDataFrame:
+        """Every cell as a GeoDataFrame: for small grids and tests; the map stage works in
+        slices and never builds it."""
+        return self.frame()
+
+    @property
+    def centre_bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the cell centres."""
+        if self.xy_places is not None:
+            xy = self.xy_places
+            return (float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()),
+                    float(xy[:, 1].max()))
+        corners = np.array([[self.rows.min(), self.cols.min()], [self.rows.max(), self.cols.max()]])
+        xs, ys = self.transform * (corners[:, 1] + 0.5, corners[:, 0] + 0.5)
+        return (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
         """(left, right, bottom, top) for matplotlib's imshow."""
         if self.shape is None or self.transform is None:
-            x0, y0, x1, y1 = self.units.total_bounds
+            x0, y0, x1, y1 = self.centre_bounds
             return (x0, x1, y0, y1)
         left, top = self.transform @ (0, 0)
         right, bottom = self.transform @ (self.shape[1], self.shape[0])
         return (left, right, bottom, top)
+
+
+def _digits(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers as decimal strings, in a numpy str array just wide enough."""
+    width = len(str(int(values.max()))) if len(values) else 1
+    return values.astype(f"U{width}")
 
 
 def imagery_extent(imagery: Sequence[str | Path]) -> tuple[float, float, float, float]:
@@ -160,15 +261,10 @@ def lay_grid(region: Region, spacing: float | None, *, max_cells: int) -> CellGr
     crs = _utm(region)
     projected = region.shapes.to_crs(crs)
     if region.places:
-        pts = shapely.get_coordinates(projected.geometry.to_numpy())
-        units = gpd.GeoDataFrame(
-            {"unit_id": [f"place_{i}" for i in range(len(pts))], "row": np.zeros(len(pts), int),
-             "col": np.arange(len(pts))}, geometry=gpd.points_from_xy(pts[:, 0], pts[:, 1]),
-            crs=crs)
-        for column in ("name",):
-            if column in region.shapes:
-                units[column] = region.shapes[column].to_numpy()
-        return CellGrid(units, crs, float(spacing or 0.0), None, None)
+        pts = np.ascontiguousarray(shapely.get_coordinates(projected.geometry.to_numpy()))
+        names = region.shapes["name"].to_numpy() if "name" in region.shapes else None
+        return CellGrid(np.zeros(len(pts), np.int32), np.arange(len(pts), dtype=np.int32), crs,
+                        float(spacing or 0.0), None, None, xy_places=pts, names=names)
     x0, y0, x1, y1 = projected.total_bounds
     if spacing is None:
         spacing = float(max(x1 - x0, y1 - y0) / DEFAULT_CELLS_ACROSS)
@@ -181,19 +277,30 @@ def lay_grid(region: Region, spacing: float | None, *, max_cells: int) -> CellGr
             f"{math.ceil(fit):,} m or raise 'max_cells'."
         )
     transform = Affine.translation(x0, y1) * Affine.scale(spacing, -spacing)
-    rows, cols = np.mgrid[0:n_rows, 0:n_cols]
-    rows, cols = rows.ravel(), cols.ravel()
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
-    inside = shapely.contains_xy(shapely.union_all(projected.geometry.to_numpy()), xs, ys)
-    if not inside.any():
+    rows, cols = _inside_cells(shapely.union_all(projected.geometry.to_numpy()), transform,
+                               n_rows, n_cols)
+    if not len(rows):
         raise ConfigError(
             f"No cell centre at spacing {spacing:g} m falls inside {region.source}; use a "
             "smaller spacing."
         )
-    rows, cols, xs, ys = rows[inside], cols[inside], xs[inside], ys[inside]
-    units = gpd.GeoDataFrame(
-        {"unit_id": [f"cell_{r}_{c}" for r, c in zip(rows, cols, strict=True)],
-         "row": rows, "col": cols}, geometry=gpd.points_from_xy(xs, ys), crs=crs)
     log.info("Map grid: %d x %d cells of %g m in %s, %d inside the region", n_rows, n_cols,
-             spacing, crs, len(units))
-    return CellGrid(units, crs, float(spacing), (n_rows, n_cols), transform)
+             spacing, crs, len(rows))
+    return CellGrid(rows, cols, crs, float(spacing), (n_rows, n_cols), transform)
+
+
+def _inside_cells(area: shapely.Geometry, transform: Affine, n_rows: int, n_cols: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (int32, row-major) of the cells whose centre lies inside ``area``,
+    tested a block of rows at a time so no array spans the whole rectangle."""
+    shapely.prepare(area)
+    step = max(1, SLICE_CELLS // n_cols)
+    found_rows, found_cols = [], []
+    for top in range(0, n_rows, step):
+        rows, cols = np.mgrid[top:min(top + step, n_rows), 0:n_cols]
+        rows, cols = rows.ravel(), cols.ravel()
+        xs, ys = transform * (cols + 0.5, rows + 0.5)
+        inside = shapely.contains_xy(area, xs, ys)
+        found_rows.append(rows[inside].astype(np.int32))
+        found_cols.append(cols[inside].astype(np.int32))
+    return np.concatenate(found_rows), np.concatenate(found_cols)

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -66,8 +67,9 @@ def _to_mercator(surface: np.ndarray, transform: Affine, crs: str
 
 
 def _png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> str:
-    rgba = plt.get_cmap(cmap)(np.clip((values - vmin) / (vmax - vmin or 1.0), 0, 1))
-    rgba[~np.isfinite(values)] = 0.0
+    # bytes=True: the colour map's own uint8 table, 4 bytes a pixel instead of 32
+    rgba = plt.get_cmap(cmap)(np.clip((values - vmin) / (vmax - vmin or 1.0), 0, 1), bytes=True)
+    rgba[~np.isfinite(values)] = 0
     buffer = io.BytesIO()
     plt.imsave(buffer, rgba, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -117,19 +119,58 @@ def _points(data: gpd.GeoDataFrame, name: str, fields: list[str], aliases: list[
                           popup=folium.GeoJsonPopup(fields=fields, aliases=aliases))
 
 
+def _scale(bands: dict[str, np.ndarray] | None, cells: gpd.GeoDataFrame | None
+           ) -> tuple[np.ndarray, float, float]:
+    """The effects shown, the colour scale's half-range and the widest interval."""
+    if bands is not None:
+        values, width = bands["cate"], bands["cate_hi"] - bands["cate_lo"]
+    else:
+        values = cells["cate"].to_numpy(dtype=float)
+        width = (cells["cate_hi"] - cells["cate_lo"]).to_numpy(dtype=float)
+    finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
+    vmax = float(np.percentile(finite, 98)) if finite.size else 1.0
+    width_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
+    return values, vmax or 1.0, width_max
+
+
+def _raster_layers(bands: dict[str, np.ndarray], vmax: float, width_max: float,
+                   n_clusters: int) -> Iterator[tuple[str, tuple]]:
+    """Each image layer's raster and colouring, made one at a time (each is as large as
+    the grid)."""
+    yield "effect", (bands["cate"], "RdBu_r", -vmax, vmax, 0.85)
+    yield "width", (bands["cate_hi"] - bands["cate_lo"], "viridis", 0.0, width_max, 0.85)
+    yield "support", (np.where(bands["support"] == 0, np.float32(1.0), np.float32(np.nan)),
+                      "Greys", 0.0, 1.6, 0.7)
+    if n_clusters:
+        stack = np.stack([bands[f"p_cluster_{k}"] for k in range(1, n_clusters + 1)])
+        likely = np.where(np.isfinite(stack).all(axis=0),
+                          np.nanargmax(np.nan_to_num(stack, nan=-1.0), axis=0), np.nan)
+        del stack
+        yield "cluster_effect", (bands["tau_cluster"], "RdBu_r", -vmax, vmax, 0.85)
+        # tab10 over [0, 10): integer k lands on colour k, as in the legend
+        yield "cluster", (likely + 0.5, "tab10", 0.0, 10.0, 0.85)
+
+
 def effect_html(
     path: str | Path, *, title: str, label: str, bands: dict[str, np.ndarray] | None,
-    transform: Affine | None, crs: str, cells: gpd.GeoDataFrame,
-    units: gpd.GeoDataFrame | None = None, aggregates: gpd.GeoDataFrame | None = None,
-    targets: gpd.GeoDataFrame | None = None, max_units: int = 3000,
+    transform: Affine | None, crs: str, bounds: tuple[float, float, float, float] | None = None,
+    cells: gpd.GeoDataFrame | None = None, units: gpd.GeoDataFrame | None = None,
+    aggregates: gpd.GeoDataFrame | None = None, targets: gpd.GeoDataFrame | None = None,
+    max_units: int = 3000,
 ) -> Path:
     """Write the map with layers effect, interval width, extrapolation, units, aggregates.
 
-    ``bands`` holds ``cate``, ``cate_lo``, ``cate_hi``, ``support`` rasters on ``transform``
-    (None for a list of places, drawn as circles from ``cells`` instead).
+    ``bands`` holds ``cate``, ``cate_lo``, ``cate_hi``, ``support`` (and the cluster
+    model's) rasters on ``transform``, shown as image layers; a list of places passes
+    ``bands=None`` and ``cells`` (points with ``cate``, ``cate_lo``, ``cate_hi``), drawn as
+    circles. ``bounds`` (minx, miny, maxx, maxy in ``crs``) frames the map: by default the
+    bounds of ``cells``.
     """
+    if bands is None and cells is None:
+        raise ValueError("effect_html needs the rasters ('bands') or the places ('cells').")
     # Bounds only: a lon/lat copy of every cell's geometry would grow with the grid.
-    x0, y0, x1, y1 = transform_bounds(crs, "EPSG:4326", *cells.total_bounds)
+    bounds = bounds if bounds is not None else tuple(cells.total_bounds)
+    x0, y0, x1, y1 = transform_bounds(crs, "EPSG:4326", *bounds)
     fmap = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], tiles=None, zoom_start=10,
                       control_scale=True)
     fmap.default_js, fmap.default_css = [], []
@@ -138,35 +179,21 @@ def effect_html(
     header.add_child(Element(f"<script>{_vendor('leaflet.js')}</script>"), name="leaflet_js")
     header.add_child(Element(f"<script>{JQUERY_SHIM}</script>"), name="jquery_shim")
     header.add_child(Element(f"<title>{html.escape(title)}</title>"), name="title")
-    values = cells["cate"].to_numpy(dtype=float)
-    finite = np.abs(values[np.isfinite(values)])
-    vmax = float(np.percentile(finite, 98)) if finite.size else 1.0
-    vmax = vmax or 1.0
-    width = (cells["cate_hi"] - cells["cate_lo"]).to_numpy(dtype=float)
-    width_max = float(np.nanmax(width)) if np.isfinite(width).any() else 1.0
-    n_clusters = sum(1 for c in cells.columns if c.startswith("p_cluster_")
+    values, vmax, width_max = _scale(bands, cells)
+    columns = bands if bands is not None else cells.columns
+    n_clusters = sum(1 for c in columns if c.startswith("p_cluster_")
                      and c.rsplit("_", 1)[1].isdigit())
     if bands is not None and transform is not None:
-        layers = {
-            "effect": (bands["cate"], "RdBu_r", -vmax, vmax, 0.85),
-            "width": (bands["cate_hi"] - bands["cate_lo"], "viridis", 0.0, width_max, 0.85),
-            "support": (np.where(bands["support"] == 0, 1.0, np.nan), "Greys", 0.0, 1.6, 0.7),
-        }
-        probs = [bands[f"p_cluster_{k}"] for k in range(1, n_clusters + 1)]
-        if probs:
-            stack = np.stack(probs)
-            likely = np.where(np.isfinite(stack).all(axis=0),
-                              np.nanargmax(np.nan_to_num(stack, nan=-1.0), axis=0), np.nan)
-            layers["cluster_effect"] = (bands["tau_cluster"], "RdBu_r", -vmax, vmax, 0.85)
-            # tab10 over [0, 10): integer k lands on colour k, as in the legend
-            layers["cluster"] = (likely + 0.5, "tab10", 0.0, 10.0, 0.85)
-        for key, (data, cmap, lo, hi, opacity) in layers.items():
-            warped, bounds = _to_mercator(np.asarray(data, dtype=np.float32), transform, crs)
+        for key, (data, cmap, lo, hi, opacity) in _raster_layers(bands, vmax, width_max,
+                                                                  n_clusters):
+            warped, corners = _to_mercator(np.asarray(data, dtype=np.float32), transform, crs)
+            del data
             folium.raster_layers.ImageOverlay(
-                image=_png(warped, cmap, lo, hi), bounds=bounds, name=LAYER_NAMES[key],
+                image=_png(warped, cmap, lo, hi), bounds=corners, name=LAYER_NAMES[key],
                 opacity=opacity, show=key in ("effect", "support"), interactive=False,
                 zindex=1,
             ).add_to(fmap)
+            del warped
     else:  # a list of places: one coloured circle each
         lonlat = cells.to_crs(4326)
         cmap = plt.get_cmap("RdBu_r")
