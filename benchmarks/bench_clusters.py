@@ -119,6 +119,7 @@ def speed(repeats: int = 7) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global N_CLUSTERS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["recovery", "auto", "speed"], required=True)
     parser.add_argument("--seeds", type=int, default=20)
@@ -129,7 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--summarise", default=None, help="Only print the tables of a --jsonl file.")
     args = parser.parse_args(argv)
-    global N_CLUSTERS
     N_CLUSTERS = args.n_clusters
     torch.set_num_threads(1)
     if args.summarise:
