@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="uganda_clusters_")))
     parser.add_argument("--cnn-epochs", type=int, default=40)
     parser.add_argument("--skip-cnn", action="store_true", help="Only the features model.")
+    parser.add_argument("--skip-features", action="store_true", help="Only the CNN model.")
     parser.add_argument("--cnn-spread", action="store_true",
                         help="Only the one-model CNN diagnostic (own and shared encoders).")
     args = parser.parse_args(argv)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| K | cluster | mu | 95% interval | full model's mu [sandwich 95%] | sigma | share | "
           "implied ATE [95%] | held-out loglik/unit | one-cluster loglik/unit |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for k in (2, 3):
+    for k in () if args.skip_features else (2, 3):
         r = fit_clusters(inputs, ClustersSettings(k=k))
         for row in r.clusters.itertuples():
             print(f"| {k} | {row.cluster} | {row.mu:.3f} | [{row.mu_lo:.3f}, {row.mu_hi:.3f}] | "
