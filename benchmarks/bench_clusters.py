@@ -12,7 +12,8 @@ planted cluster effects alone (see cluster_worlds for why the default removes it
   planted clusters; whether each mu_k interval covers the true effect of its cluster (mean
   true CATE of its units; clusters matched by order of effect); whether the implied ATE
   interval covers the true ATE.
-- auto: ``k="auto"`` over 2..4, cv=3: the chosen K and the held-out curve.
+- auto: ``k="auto"`` over 2..4, cv=3: the chosen K, the held-out curve and the units held
+  by each K's smallest cluster (``--n-clusters 2`` plants 2 clusters instead of 3).
 - speed: one training epoch of the package's loop against a bare torch loop over the same
   network, loss, batch size and data (ratio = bare time / package time; >= 0.8 wanted).
 """
@@ -35,6 +36,7 @@ from sklearn.metrics import adjusted_rand_score
 from tests.models.cluster_worlds import planted_world
 
 N_CLUSTERS = 3
+_Z95 = 1.959964
 
 
 def _world(seed: int, impure: bool) -> tuple[dict, object]:
@@ -51,9 +53,15 @@ def recovery(seed: int, impure: bool) -> dict:
     truth = np.sort(w["true_mu"])
     c = r.clusters
     covered = ((c["mu_lo"] <= truth) & (truth <= c["mu_hi"])).to_numpy()
+    # the full model's mu with the heads' sandwich sd: the interval before cross-fitting
+    model_covered = (np.abs(c["mu_model"] - truth) <= _Z95 * c["mu_model_sd"]).to_numpy()
     return {"seed": seed, "ari": adjusted_rand_score(w["cluster"], r.units["cluster"]),
             "mu": c["mu"].round(3).tolist(), "true_mu": truth.round(3).tolist(),
-            "mu_covered": covered.tolist(), "ate": r.ate, "ate_lo": r.ate_lo, "ate_hi": r.ate_hi,
+            "mu_sd": c["mu_sd"].round(4).tolist(), "mu_covered": covered.tolist(),
+            "mu_model": c["mu_model"].round(3).tolist(),
+            "mu_model_sd": c["mu_model_sd"].round(4).tolist(),
+            "mu_model_covered": model_covered.tolist(),
+            "ate": r.ate, "ate_lo": r.ate_lo, "ate_hi": r.ate_hi,
             "true_ate": w["ate"], "ate_covered": bool(r.ate_lo <= w["ate"] <= r.ate_hi),
             "heldout_loglik": r.heldout_loglik, "heldout_loglik_one": r.heldout_loglik_one_cluster,
             "seconds": time.perf_counter() - t0}
@@ -65,6 +73,8 @@ def auto(seed: int, impure: bool) -> dict:
     r = fit_clusters(inputs, ClustersSettings(k="auto", k_range=(2, 4), seed=seed),
                      compare_one_cluster=False)
     return {"seed": seed, "chosen_k": r.k, "curve": r.selection["heldout_loglik"].round(4).tolist(),
+            "smallest_cluster": r.selection["smallest_cluster_units"].round(1).tolist(),
+            "best_loglik_k": int(r.selection.loc[r.selection["heldout_loglik"].idxmax(), "k"]),
             "ari": adjusted_rand_score(w["cluster"], r.units["cluster"]),
             "seconds": time.perf_counter() - t0}
 
@@ -109,14 +119,18 @@ def speed(repeats: int = 7) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global N_CLUSTERS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["recovery", "auto", "speed"], required=True)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--impure", action="store_true")
+    parser.add_argument("--n-clusters", type=int, default=N_CLUSTERS,
+                        help="Planted K of the world (3; 2 gives the extra auto row).")
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--summarise", default=None, help="Only print the tables of a --jsonl file.")
     args = parser.parse_args(argv)
+    N_CLUSTERS = args.n_clusters
     torch.set_num_threads(1)
     if args.summarise:
         with open(args.summarise) as fh:
@@ -152,11 +166,28 @@ def summarise(part: str, results: list[dict]) -> None:
         print("|---|---|---|---|---|---|")
         print(f"| {n} | {np.median(ari):.3f} ({ari.min():.3f}) | {(ari >= 0.9).sum()}/{n} | "
               f"{mu.all(1).sum()}/{n} | {mu.sum()}/{mu.size} | {ate.sum()}/{n} |")
+        if "mu_model" in results[0]:
+            width = 2 * _Z95 * np.array([r["mu_sd"] for r in results])
+            mwidth = 2 * _Z95 * np.array([r["mu_model_sd"] for r in results])
+            mcov = np.array([r["mu_model_covered"] for r in results])
+            z = np.array([(np.array(r["mu"]) - r["true_mu"]) / r["mu_sd"] for r in results])
+            zm = np.array([(np.array(r["mu_model"]) - r["true_mu"]) / r["mu_model_sd"]
+                           for r in results])
+            print(f"\n| mu interval | covering (of 3n) | median width | sd of (mu - truth) / sd |\n"
+                  f"|---|---|---|---|\n"
+                  f"| cross-fitted (reported) | {mu.sum()}/{mu.size} | {np.median(width):.3f} | "
+                  f"{z.std():.2f} |\n"
+                  f"| full model, sandwich | {mcov.sum()}/{mcov.size} | {np.median(mwidth):.3f} | "
+                  f"{zm.std():.2f} |")
     else:
         ks = [r["chosen_k"] for r in results]
         print(f"| seeds | planted K | chosen K counts | picks planted K |\n|---|---|---|---|\n"
               f"| {n} | {N_CLUSTERS} | {dict(sorted(__import__('collections').Counter(ks).items()))} "
               f"| {ks.count(N_CLUSTERS)}/{n} |")
+        if "best_loglik_k" in results[0]:
+            best = [r["best_loglik_k"] for r in results]
+            print(f"\nbest held-out log-likelihood alone: "
+                  f"{dict(sorted(__import__('collections').Counter(best).items()))}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ import importlib
 from typing import Any
 
 __all__ = ["ClusterInputs", "ClusterModel", "ClusterResult", "ClustersSettings", "HeadPosterior",
-           "augmented_ate", "check_clusters_settings", "cluster_salience", "fit_clusters",
+           "augmented_ate", "check_clusters_settings", "cluster_effects_aipw",
+           "cluster_salience", "fit_clusters",
            "fit_model", "head_posterior", "load_inputs", "make_inputs", "predict_places",
-           "write_cluster_outputs"]
+           "select_k", "write_cluster_outputs"]
 
 _HOME = {"ClusterInputs": "fit", "ClusterModel": "fit", "ClusterResult": "fit",
          "fit_clusters": "fit", "fit_model": "fit", "make_inputs": "fit",
+         "cluster_effects_aipw": "debias", "select_k": "select",
          "HeadPosterior": "laplace", "head_posterior": "laplace", "augmented_ate": "ate", "ClustersSettings": "settings",
          "check_clusters_settings": "settings", "cluster_salience": "salience",
          "load_inputs": "data", "predict_places": "predict",

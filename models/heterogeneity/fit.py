@@ -1,11 +1,13 @@
 """Fit the image-cluster model with cross-fitting, choose K, and summarise the clusters.
 
 Each unit's cluster probabilities and effect come from the fold model that did not train on
-it (folds grouped by image key or spatial block when groups are given); the cluster table
-(mu_k with its 95% interval, sigma_k, share) and the implied ATE come from one model fitted
-on every unit. ``k='auto'`` fits each K of ``k_range`` on the same folds and keeps the
-smallest K whose held-out predictive log-likelihood is within one paired standard error of
-the best (Breiman's one-standard-error rule: a duplicated cluster adds no held-out fit).
+it (folds grouped by image key or spatial block when groups are given). The cluster effects
+mu_k and their 95% intervals are cross-fitted too (:mod:`~.debias`: held-out treated against
+held-out control residuals, weighted by held-out membership), as is the implied ATE
+(:mod:`~.ate`); sigma_k and the model for new places come from one model fitted on every
+unit. ``k='auto'`` fits each K of ``k_range`` on the same folds and keeps the smallest K
+whose held-out predictive log-likelihood is within one paired standard error of the best,
+among the K whose every cluster holds units (:mod:`~.select`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from eocausal.models.effects.crossfit import make_folds
 from eocausal.models.effects.propensity import make_propensity_model
 from eocausal.models.features.encode import resolve_device
 from eocausal.models.heterogeneity.ate import augmented_ate
+from eocausal.models.heterogeneity.debias import cluster_effects_aipw, responsibilities
 from eocausal.models.heterogeneity.laplace import HeadPosterior, head_posterior
+from eocausal.models.heterogeneity.select import cluster_sizes, select_k
 from eocausal.models.heterogeneity.settings import MIN_UNITS_PER_CLUSTER, ClustersSettings
 from eocausal.models.heterogeneity.train import (
     Draws,
@@ -249,21 +253,6 @@ def initial_effects(data: NetData, k: int, iterations: int = 20) -> np.ndarray:
     return np.sort(centres)
 
 
-def _select(curves: dict[int, np.ndarray]) -> tuple[int, pd.DataFrame]:
-    """Smallest K within one paired standard error of the best held-out log-likelihood."""
-    means = {k: float(v.mean()) for k, v in curves.items()}
-    best = max(means, key=means.get)
-    rows = []
-    for k, ll in curves.items():
-        diff = curves[best] - ll
-        rows.append({"k": k, "heldout_loglik": means[k], "se": float(ll.std() / np.sqrt(ll.size)),
-                     "gap_to_best": float(diff.mean()),
-                     "gap_se": float(diff.std() / np.sqrt(diff.size))})
-    table = pd.DataFrame(rows)
-    ok = table[table["gap_to_best"] <= table["gap_se"]]
-    return int(ok["k"].min()), table
-
-
 def _stack_heldout(parts: list[tuple[np.ndarray, Draws]], n: int) -> Draws:
     s, k = parts[0][1].probs.shape[0], parts[0][1].probs.shape[2]
     probs, tau = np.empty((s, n, k)), np.empty((s, n))
@@ -328,32 +317,43 @@ def fit_clusters(inputs: ClusterInputs, settings: ClustersSettings | None = None
     curves: dict[int, np.ndarray] = {}
     heldout: dict[int, list[tuple[np.ndarray, Draws]]] = {}
     nuisance: dict[int, np.ndarray] = {}  # held-out E[Y(0) | x] and implied effect, (2, n)
+    members: dict[int, np.ndarray] = {}  # held-out p(cluster | x, t, y), (n, K)
+    smallest: dict[int, float] = {}  # units of the least-held cluster of any fold model
     for k in ks + ([1] if compare_one_cluster else []):
-        ll, parts, nuis = np.empty(n), [], np.empty((2, n))
+        ll, parts, nuis, resp = np.empty(n), [], np.empty((2, n)), np.empty((n, k))
+        sizes = []
         for j, (train, test) in enumerate(folds):
             model = fitter.fit(train, k, seed=s.seed + 1000 * k + j)
             ll[test] = fitter.heldout(model, test, seed=s.seed + j)
             if k > 1:
-                parts.append((test, model.draws(inputs.images[test], seed=s.seed + j)))
+                draws = model.draws(inputs.images[test], seed=s.seed + j)
+                parts.append((test, draws))
                 nuis[:, test] = predict_nuisance(model.net, fitter.data.subset(test))
-        curves[k], heldout[k], nuisance[k] = ll, parts, nuis
-        log.info("K=%d: held-out log-likelihood %.4f per unit", k, ll.mean())
+                resp[test] = responsibilities(model.net, fitter.data.subset(test))
+                sizes.append(cluster_sizes(draws.probs.mean(0), n).min())
+        curves[k], heldout[k], nuisance[k], members[k] = ll, parts, nuis, resp
+        smallest[k] = float(min(sizes)) if sizes else float(n)
+        log.info("K=%d: held-out log-likelihood %.4f per unit, smallest cluster %.0f units",
+                 k, ll.mean(), smallest[k])
     one = curves.pop(1, None)
     if len(ks) > 1:
-        k, selection = _select(curves)
+        k, selection = select_k(curves, smallest)
     else:
         k, selection = ks[0], None
     model = fitter.fit(np.arange(n), k, seed=s.seed + 7)
     post = head_posterior(model.net, fitter.data)
     model = replace(model, posterior=post)
     units = place_table(inputs.unit_ids, _stack_heldout(heldout[k], n))
-    mu = post.value("mu_loc") * model.y_sd
-    mu_sd = post.sd("mu_loc") * model.y_sd
+    mu, mu_sd = cluster_effects_aipw(fitter.data.outcome, inputs.treatment, e,
+                                     nuisance[k][0], members[k])
+    mu, mu_sd = mu * model.y_sd, mu_sd * model.y_sd
     clusters = pd.DataFrame({
         "cluster": np.arange(1, k + 1), "mu": mu, "mu_lo": mu - _Z95 * mu_sd,
         "mu_hi": mu + _Z95 * mu_sd, "mu_sd": mu_sd,
         "sigma": np.exp(post.value("log_sigma_loc")) * model.y_sd,
-        "share": [float(units[f"p_cluster_{j}"].mean()) for j in range(1, k + 1)]})
+        "share": [float(units[f"p_cluster_{j}"].mean()) for j in range(1, k + 1)],
+        "mu_model": post.value("mu_loc") * model.y_sd,
+        "mu_model_sd": post.sd("mu_loc") * model.y_sd})
     ate, ate_se = augmented_ate(fitter.data.outcome, inputs.treatment, e, *nuisance[k])
     ate, ate_se = ate * model.y_sd, ate_se * model.y_sd
     return ClusterResult(
@@ -364,9 +364,13 @@ def fit_clusters(inputs: ClusterInputs, settings: ClustersSettings | None = None
         info={"design": s.design, "encoder": inputs.encoder, "cv": s.cv, "n_units": n,
               "grouped_folds": inputs.groups is not None,
               "selection_rule": "smallest K within one paired SE of the best held-out "
-                                "log-likelihood" if selection is not None else None,
+                                "log-likelihood, among the K whose every cluster holds "
+                                f"{MIN_UNITS_PER_CLUSTER} units or more"
+                                if selection is not None else None,
               "outcome_scale": "held-out log-likelihood of the standardised outcome",
-              "intervals": "mu: sandwich covariance of the heads (encoder fixed); implied "
-                           "ATE: cross-fitted AIPW on the held-out fold models",
+              "intervals": "mu: cross-fitted difference of treated and control held-out "
+                           "residuals weighted by held-out cluster membership (mu_model: the "
+                           "full model's mu with the heads' sandwich sd); implied ATE: "
+                           "cross-fitted AIPW on the held-out fold models",
               "implied_ate_plug_in": float(post.sample_ate()[0] * model.y_sd),
               "settings": s.model_dump(mode="json")})

@@ -46,10 +46,16 @@ def plot_effect_density(result: ClusterResult) -> Figure:
 
 
 def plot_selection(selection: pd.DataFrame) -> Figure:
-    """Held-out predictive log-likelihood per unit against K, with +-1 standard error."""
+    """Held-out predictive log-likelihood per unit against K, with +-1 standard error; a K
+    with a cluster that holds too few units (not a candidate) is marked with a cross."""
     fig = Figure(figsize=(4, 3))
     ax = fig.subplots()
     ax.errorbar(selection["k"], selection["heldout_loglik"], yerr=selection["se"], marker="o")
+    if "candidate" in selection and not selection["candidate"].all():
+        out = selection[~selection["candidate"].astype(bool)]
+        ax.plot(out["k"], out["heldout_loglik"], "x", color="tab:red", ms=10,
+                label="a cluster holds too few units")
+        ax.legend(fontsize=7)
     ax.set_xlabel("K")
     ax.set_ylabel("held-out log-likelihood per unit")
     fig.tight_layout()

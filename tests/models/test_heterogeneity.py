@@ -89,7 +89,8 @@ def test_auto_selection_table_follows_the_one_se_rule(world: dict) -> None:
                      compare_one_cluster=False)
     table = r.selection.set_index("k")
     assert list(table.index) == [2, 3] and table.loc[r.k, "gap_to_best"] <= table.loc[r.k, "gap_se"]
-    assert table["gap_to_best"].min() == 0.0
+    # gaps are to the best candidate K (one whose every cluster holds units)
+    assert table.loc[table["candidate"], "gap_to_best"].min() == 0.0
     assert r.clusters.shape[0] == r.k
 
 
@@ -103,6 +104,18 @@ def test_auto_picks_the_planted_k(world: dict) -> None:
                      compare_one_cluster=False)
     assert r.k == 2
     assert list(r.selection["k"]) == [2, 3]
+
+
+def test_auto_ignores_a_better_fit_from_a_cluster_no_image_holds(world: dict) -> None:
+    # band means alone: the outcome head misses Y(0) (roads), and a third cluster that no
+    # image has as its most probable (its share is the cluster-noise floor) gives the badly
+    # fitted treated units density; it wins the held-out likelihood but holds no units
+    r = fit_clusters(_inputs(world), ClustersSettings(k="auto", k_range=(2, 3), **FAST),
+                     compare_one_cluster=False)
+    table = r.selection.set_index("k")
+    assert table.loc[3, "heldout_loglik"] > table.loc[2, "heldout_loglik"]
+    assert table.loc[3, "smallest_cluster_units"] < 30 <= table.loc[2, "smallest_cluster_units"]
+    assert r.k == 2 and list(table["candidate"]) == [True, False]
 
 
 def test_predictions_at_new_places_follow_the_clusters(world: dict, result: ClusterResult) -> None:
