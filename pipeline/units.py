@@ -208,6 +208,9 @@ def _check_coordinates(units: gpd.GeoDataFrame, source: str) -> None:
                                 units["unit_id"].to_numpy(), source)
 
 
+CHECK_ROWS = 65_536  # rows checked at a time: a few MB of temporaries at most
+
+
 def check_coordinate_bounds(bounds: np.ndarray, crs: Any, unit_ids: np.ndarray,
                             source: str) -> None:
     """Coordinates must lie on the earth: latitude 95 is a typo, not a place outside imagery.
@@ -218,15 +221,15 @@ def check_coordinate_bounds(bounds: np.ndarray, crs: Any, unit_ids: np.ndarray,
     bounds = np.asarray(bounds, dtype=np.float64)
     xs, ys = ([0, 2], [1, 3]) if bounds.shape[1] == 4 else ([0], [1])
     bad = np.zeros(len(bounds), dtype=bool)
-    for start in range(0, len(bounds), 65_536):
-        part = bounds[start:start + 65_536]
+    for start in range(0, len(bounds), CHECK_ROWS):
+        part = bounds[start:start + CHECK_ROWS]
         if crs.is_geographic:
             lon, lat = part[:, xs], part[:, ys]
             ok = (np.isfinite(part).all(axis=1) & (np.abs(lat) <= 90).all(axis=1)
                   & (lon >= -180).all(axis=1) & (lon <= 360).all(axis=1))
         else:  # projected: finite and within the 40,000 km an earth-sized grid can span
             ok = np.isfinite(part).all(axis=1) & (np.abs(part) < 4e7).all(axis=1)
-        bad[start:start + 65_536] = ~ok
+        bad[start:start + CHECK_ROWS] = ~ok
     if crs.is_geographic:
         what = "longitude in [-180, 360] and latitude in [-90, 90]"
     else:

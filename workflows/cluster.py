@@ -35,9 +35,10 @@ def _size(task: Any) -> int:
 
 @contextlib.contextmanager
 def _workers_skip_main() -> Iterator[None]:
-    """Keep spawned worker processes from re-running the driver's ``__main__`` script.
+    """Keep worker processes from re-running the driver's ``__main__`` script.
 
-    multiprocessing's spawn re-executes the main script in every child (to find functions
+    multiprocessing's spawn (and the forkserver, for each process it forks) re-executes the
+    main script in every child (to find functions
     defined there); for the ``eocausal`` console script that means importing the whole CLI
     (torch, sklearn, econml: seconds of CPU per worker, on the cores the driver needs). A
     main module whose spec is named ``__main__`` is skipped by spawn, so during start-up the
