@@ -2,22 +2,23 @@
 
 The driver does the cheap planning in one process: describe every raster (failing early on
 a truncated file or a missing CRS, before anything is written), choose the target grid,
-place each unit's chip window on it, list units outside all imagery, sort the rest along a
-Hilbert curve and cut them into chunk-sized :class:`~pipeline.partition.PartitionTask`\\ s.
-The tasks run through ``map_partitions`` (a plain loop, or dask from ``workflows``). A
-rerun with the same inputs reopens the store and runs only the chunks whose done marker
-is missing, so a killed ingestion resumes where it stopped.
+and plan the chips (:mod:`pipeline.plan`: which units lie outside all imagery, the rest
+sorted along a Hilbert curve, a slice of units at a time). The store is created with the
+kept units' ids and centres in that order, and cut into chunk-sized
+:class:`~pipeline.partition.PartitionTask`\\ s that carry only their row range. The tasks
+run through ``map_partitions`` (a plain loop, or dask from ``workflows``). A rerun with the
+same inputs reopens the store and runs only the chunks whose done marker is missing, so a
+killed ingestion resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from eocausal.pipeline.partition import (
     ingest_partition,
     units_per_chunk_for,
 )
+from eocausal.pipeline.plan import CentresOf, IdsOf, plan_chips
 from eocausal.pipeline.points import UnitPoints
 from eocausal.pipeline.store import (
     TileStore,
@@ -50,6 +52,7 @@ from eocausal.pipeline.target import TargetGrid, make_target_grid, plan_access
 from pyproj import CRS, Transformer
 
 from eocausal.errors import ConfigError, NoUsableUnitsError
+from eocausal.memory import release_freed_memory
 
 __all__ = ["IngestResult", "ingest", "unit_centres"]
 
@@ -99,86 +102,23 @@ def unit_centres(units: gpd.GeoDataFrame | UnitPoints, crs: str, polygons: str =
     return shapely.get_coordinates(shapely.centroid(projected.to_numpy()))
 
 
+def _unit_columns(units: gpd.GeoDataFrame | UnitPoints, crs: str, polygons: str
+                  ) -> tuple[IdsOf, CentresOf]:
+    """How the plan reads ids and chip centres by rows. Points are read from the lean arrays
+    (reprojected a slice at a time); a GeoDataFrame (polygons, small files) is converted
+    once."""
+    if isinstance(units, UnitPoints):
+        return units.ids, partial(units.centres, crs)
+    ids = units["unit_id"].to_numpy(dtype=str)
+    centres = unit_centres(units, crs, polygons)
+    return ids.__getitem__, centres.__getitem__
+
+
 def _chip_size_for_bounds(units: gpd.GeoDataFrame, grid: TargetGrid, chip_size: int) -> int:
     """Smallest chip (at least ``chip_size``) covering every polygon's bounding box."""
     b = units.geometry.to_crs(grid.crs).bounds
     extent = np.maximum((b.maxx - b.minx) / grid.resolution[0], (b.maxy - b.miny) / grid.resolution[1])
     return max(chip_size, int(math.ceil(float(extent.max()))) + 1)
-
-
-def _windows(centres: np.ndarray, grid: TargetGrid, size: int) -> np.ndarray:
-    cols, rows = ~grid.transform @ (centres[:, 0], centres[:, 1])
-    half = size // 2
-    return np.column_stack([np.floor(cols) - half, np.floor(rows) - half]).astype(np.int64)
-
-
-def _covered(windows: np.ndarray, size: int, dates: list[list[DateSource]]) -> np.ndarray:
-    """Whether each chip window overlaps at least one raster of at least one date."""
-    hit = np.zeros(len(windows), dtype=bool)
-    for sources in dates:
-        for s in sources:
-            cols = windows[:, 0] - s.access.col_offset
-            rows = windows[:, 1] - s.access.row_offset
-            hit |= (cols < s.width) & (cols + size > 0) & (rows < s.height) & (rows + size > 0)
-    return hit
-
-
-HILBERT_LEVELS = 16  # a 65,536 x 65,536 curve: finer than any chip spacing that matters
-
-
-def hilbert_distance(cols: np.ndarray, rows: np.ndarray, levels: int = HILBERT_LEVELS
-                     ) -> np.ndarray:
-    """Position of integer pixel cells along a Hilbert curve, for all cells at once.
-
-    The classic ``xy2d`` loop, one pass per level over numpy arrays (in slices of
-    ``SLICE_ROWS`` cells, so the loop's temporaries stay a few MB at a million units).
-    geopandas' ``hilbert_distance`` needs a shapely point per unit: at a million units that
-    cost ~10 s and ~300 MB, against well under a second and a few arrays here. Coordinates
-    are shifted to start at 0 and coarsened by powers of two until they fit ``levels`` bits.
-    """
-    x = np.asarray(cols)
-    y = np.asarray(rows)
-    if x.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    x0, y0 = int(x.min()), int(y.min())
-    largest = max(int(x.max()) - x0, int(y.max()) - y0, 0)
-    shift = max(0, largest.bit_length() - levels)
-    out = np.empty(x.size, dtype=np.int64)
-    for part in _slices(x.size):
-        out[part] = _hilbert_keys((x[part].astype(np.int64) - x0) >> shift,
-                                  (y[part].astype(np.int64) - y0) >> shift, levels)
-    return out
-
-
-def _hilbert_keys(x: np.ndarray, y: np.ndarray, levels: int) -> np.ndarray:
-    n = 1 << levels
-    d = np.zeros_like(x)
-    s = n >> 1
-    while s > 0:
-        rx = (x & s) > 0
-        ry = (y & s) > 0
-        d += s * s * ((3 * rx.astype(np.int64)) ^ ry.astype(np.int64))
-        turn = ~ry
-        flip = turn & rx
-        x = np.where(flip, n - 1 - x, x)
-        y = np.where(flip, n - 1 - y, y)
-        x, y = np.where(turn, y, x), np.where(turn, x, y)
-        s >>= 1
-    return d
-
-
-SLICE_ROWS = 65_536  # per-unit work on slices: temporaries of a few MB, not N-sized copies
-
-
-def _slices(n: int, size: int = SLICE_ROWS) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def _hilbert_order(windows: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``keep`` sorted along the Hilbert curve of its windows (neighbours share chunks)."""
-    order = np.argsort(hilbert_distance(windows[keep, 0], windows[keep, 1]), kind="stable")
-    return keep[order]
 
 
 def _date_sources(groups, grid: TargetGrid, force_warp: bool,
@@ -194,23 +134,6 @@ def _date_sources(groups, grid: TargetGrid, force_warp: bool,
                                     source.offsets, source.remote))
         dates.append(plans)
     return dates
-
-
-def _fingerprint(ids: np.ndarray, windows: np.ndarray, keep: np.ndarray, **parts: object) -> str:
-    """Hash of everything that decides the store's content; arrays hashed as raw bytes.
-
-    Raw bytes (not JSON lists) keep this O(N) in C: at a million units the lists alone
-    took seconds and hundreds of MB. The kept rows are hashed slice by slice (the digest is
-    that of the whole arrays) so no N-sized copy is made.
-    """
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for part in _slices(keep.size):
-        digest.update(np.ascontiguousarray(windows[keep[part]], dtype="<i8").tobytes())
-    ids = np.asarray(ids, dtype=str)  # no copy for a str array; slices keep its width
-    digest.update(f"{ids.dtype.str}:".encode())
-    for part in _slices(keep.size):
-        digest.update(ids[keep[part]].tobytes())
-    return digest.hexdigest()
 
 
 def _reusable(out: Path, fingerprint: str, units_per_chunk: int | None) -> TileStore | None:
@@ -331,24 +254,21 @@ def ingest(
             and not (units.geom_type == "Point").all()):
         chip_size = _chip_size_for_bounds(units, grid, chip_size)
 
-    centres = unit_centres(units, grid.crs, polygons)
-    windows = _windows(centres, grid, chip_size)
-    ids = (units.unit_id if isinstance(units, UnitPoints)
-           else units["unit_id"].to_numpy(dtype=str))
-    covered = _covered(windows, chip_size, date_sources)
-    skipped = _outside_records(ids[~covered], centres[~covered], grid, sources)
-    if not covered.any():
+    plan = plan_chips(len(units), *_unit_columns(units, grid.crs, polygons), grid, chip_size,
+                      date_sources)
+    skipped = _outside_records(plan.ids_of(plan.outside), plan.centres_of(plan.outside), grid,
+                               sources)
+    if plan.n_kept == 0:
         raise NoUsableUnitsError(
-            f"All {len(ids)} units lie outside the imagery {[s.path for s in sources][:5]} "
+            f"All {len(units)} units lie outside the imagery {[s.path for s in sources][:5]} "
             f"({len(sources)} file(s); first bounds {tuple(round(b, 1) for b in first.bounds)} "
             f"in {first.crs}); the units span "
             f"{_span(units, first.crs)} in that CRS. Check "
             "that the units file's CRS is right and that the imagery covers the study area."
         )
-    keep = _hilbert_order(windows, np.flatnonzero(covered))
     band_names = [first.band_names[i - 1] for i in indexes]
-    fingerprint = _fingerprint(
-        ids, windows, keep, chip=chip_size, bands=indexes,
+    fingerprint = plan.fingerprint(
+        chip=chip_size, bands=indexes,
         sources=[s.sha256 or s.path for s in sources], grid=[grid.crs, list(grid.transform)[:6]],
         dtype=dtype, warp=warp, resampling=resampling, dates=[d for d, _ in groups],
         compression=compression,
@@ -356,19 +276,19 @@ def ingest(
     out = Path(out)
     store = _reusable(out, fingerprint, units_per_chunk) if resume else None
     per_chunk = units_per_chunk or units_per_chunk_for(
-        keep.size, chip_size=chip_size, n_bands=len(indexes), n_dates=len(groups),
+        plan.n_kept, chip_size=chip_size, n_bands=len(indexes), n_dates=len(groups),
         itemsize=np.dtype(dtype).itemsize, n_workers=_workers(map_partitions, n_workers))
     prepare = getattr(map_partitions, "prepare", None)
     if callable(prepare):
-        prepare(-(-keep.size // (store.units_per_chunk if store else per_chunk)))
+        prepare(-(-plan.n_kept // (store.units_per_chunk if store else per_chunk)))
     if store is None:
         check_replaceable(out)
         if out.exists():
             shutil.rmtree(out)
         store = create_store(
-            out, unit_ids=ids[keep], n_dates=len(groups), band_names=band_names,
+            out, unit_ids=plan.kept_ids(), n_dates=len(groups), band_names=band_names,
             chip_size=chip_size, dtype=dtype, crs=grid.crs, pixel_size=grid.resolution,
-            dates=[d for d, _ in groups], centres=centres[keep],
+            dates=[d for d, _ in groups], centres=plan.kept_centres(),
             sources=[s.as_record() for s in sources], units_per_chunk=per_chunk,
             nodata=first.nodata, compression=compression,
             extra_attrs={"fingerprint": fingerprint, "transform": list(grid.transform)[:6],
@@ -377,18 +297,23 @@ def ingest(
         )
     done = store.done_chunks()
     per_chunk = store.units_per_chunk
+    # A task carries its row range, not its windows: it recomputes them from the centres
+    # in the store, so the driver (and dask's graph) holds no per-unit task data.
     tasks = [
-        PartitionTask(str(out), i, start, windows[keep[start:start + per_chunk]], chip_size,
+        PartitionTask(str(out), i, start, min(start + per_chunk, plan.n_kept), chip_size,
                       tuple(tuple(d) for d in date_sources), tuple(indexes), grid, scaled)
-        for i, start in enumerate(range(0, keep.size, per_chunk)) if not done[i]
+        for i, start in enumerate(range(0, plan.n_kept, per_chunk)) if not done[i]
     ]
     if len(tasks) < len(done):
         log.info("Resuming '%s': %d of %d chunks already done", out, len(done) - len(tasks),
                  len(done))
+    n_kept = plan.n_kept
+    del plan  # the store holds the ids and centres now: tasks run without the plan
+    release_freed_memory()
     runner = map_partitions or (lambda func, items: map(func, items))
     for _ in runner(ingest_partition, tasks):
         pass
-    return _finish(store, ids[keep], skipped, min_valid_fraction, sources, len(tasks), len(done))
+    return _finish(store, n_kept, skipped, min_valid_fraction, sources, len(tasks), len(done))
 
 
 def _span(units: gpd.GeoDataFrame | UnitPoints, crs: Any) -> tuple[float, ...]:
@@ -433,7 +358,7 @@ def _outside_records(ids: np.ndarray, centres: np.ndarray, grid: TargetGrid,
              f"{grid.crs} misses {where}"} for uid, (x, y) in zip(ids, centres, strict=True)]
 
 
-def _finish(store: TileStore, ids: np.ndarray, skipped: list[dict[str, str]],
+def _finish(store: TileStore, n_units: int, skipped: list[dict[str, str]],
             min_valid_fraction: float, sources: list[RasterSource], n_run: int,
             n_total: int) -> IngestResult:
     """Flag usable units, record band statistics, and list low-validity units."""
@@ -447,18 +372,20 @@ def _finish(store: TileStore, ids: np.ndarray, skipped: list[dict[str, str]],
                                     chunks=(max(len(usable), 1),), dimension_names=["unit"],
                                     overwrite=True)
     flag[:] = usable
-    for uid, frac in zip(ids[~usable], best[~usable], strict=True):
+    unusable = np.flatnonzero(~usable)
+    for uid, frac in zip(store.ids_at(unusable), best[unusable], strict=True):
         skipped.append({"unit_id": uid, "reason": f"too few valid pixels: {frac:.0%} of the "
                         f"chip has data (min_valid_fraction={min_valid_fraction:g})"})
     store.stats_from_partitions()
     store.group.attrs["min_valid_fraction"] = min_valid_fraction
     consolidate(store)
-    log.info("Ingested %d units (%d usable, %d skipped)", len(ids), usable.sum(), len(skipped))
+    log.info("Ingested %d units (%d usable, %d skipped)", n_units, usable.sum(),
+             len(skipped))
     if not usable.any():
         raise NoUsableUnitsError(
             f"No unit has a chip with at least {min_valid_fraction:.0%} valid pixels (nodata, NaN "
             f"and pixels outside the rasters are invalid) in "
             f"{[s.path for s in sources][:5]}. Lower 'chips.min_valid_fraction' or check nodata."
         )
-    return IngestResult(store.path, len(ids), int(usable.sum()),
+    return IngestResult(store.path, n_units, int(usable.sum()),
                         pd.DataFrame(skipped, columns=["unit_id", "reason"]), n_run, n_total)

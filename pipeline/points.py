@@ -28,33 +28,72 @@ from eocausal.pipeline.units import (
 from pyproj import CRS
 
 from eocausal.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
+from eocausal.memory import release_freed_memory
 
 __all__ = ["UnitPoints", "read_unit_points"]
 
 BATCH_ROWS = 65_536  # rows converted at a time: a few MB of shapely objects at most
+PARQUET_BUFFER_BYTES = 1 << 20  # read column chunks in 1 MiB pieces, not whole
 GEOPARQUET_DEFAULT_CRS = "OGC:CRS84"  # the GeoParquet spec's CRS when "crs" is absent
 
 
 @dataclass(frozen=True)
 class UnitPoints:
-    """Ids and point coordinates of validated units, in the file's CRS."""
+    """Ids and point coordinates of validated units, in the file's CRS.
 
-    unit_id: np.ndarray  # (N,) str
+    Ids are kept as UTF-8 bytes (numpy ``S``: a byte an ASCII character, where a numpy
+    ``str`` array spends four): at a million ids of eight characters, 8 MB instead of 32.
+    ``unit_id`` decodes them all; ``ids(rows)`` decodes only the rows asked for.
+    """
+
+    id_bytes: np.ndarray  # (N,) S, UTF-8
     xy: np.ndarray  # (N, 2) float64
     crs: CRS
 
-    def __len__(self) -> int:
-        return len(self.unit_id)
+    @classmethod
+    def from_ids(cls, ids: np.ndarray, xy: np.ndarray, crs: CRS) -> UnitPoints:
+        """Points from ``str`` ids (encoded here, a slice at a time)."""
+        ids = np.asarray(ids, dtype=str)
+        parts = [_encoded(ids[s:s + BATCH_ROWS]) for s in range(0, len(ids), BATCH_ROWS)]
+        out = np.concatenate(parts) if parts else np.empty(0, dtype="S1")
+        return cls(out, xy, crs)
 
-    def centres(self, crs: Any) -> np.ndarray:
-        """Coordinates (N, 2) in ``crs``, reprojected as arrays (no shapely objects)."""
+    def __len__(self) -> int:
+        return len(self.id_bytes)
+
+    @property
+    def unit_id(self) -> np.ndarray:
+        """Every id as a numpy ``str`` array (a full copy: use ``ids(rows)`` for a few)."""
+        return self.ids(slice(None))
+
+    def ids(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The ids of ``rows`` as a numpy ``str`` array."""
+        return _decoded(self.id_bytes[rows])
+
+    def centres(self, crs: Any, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """Coordinates (N, 2) (or of ``rows``) in ``crs``, reprojected as arrays.
+
+        PROJ transforms each point on its own, so coordinates reprojected a slice at a
+        time equal those of one call over every point.
+        """
+        xy = self.xy if rows is None else self.xy[rows]
         target = CRS.from_user_input(crs)
         if self.crs == target:
-            return self.xy
+            return xy
         from pyproj import Transformer
 
         transformer = Transformer.from_crs(self.crs, target, always_xy=True)
-        return np.column_stack(transformer.transform(self.xy[:, 0], self.xy[:, 1]))
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+
+def _encoded(ids: np.ndarray) -> np.ndarray:
+    return np.strings.encode(np.asarray(ids, dtype=str), "utf-8")
+
+
+def _decoded(ids: np.ndarray) -> np.ndarray:
+    if ids.size == 0:
+        return np.empty(0, dtype="U1")
+    return np.strings.decode(ids, "utf-8")
 
 
 def read_unit_points(path: str | Path, columns: UnitColumns | None = None) -> UnitPoints | None:
@@ -82,15 +121,19 @@ def read_unit_points(path: str | Path, columns: UnitColumns | None = None) -> Un
         return None
     if read is None:
         return None
+    release_freed_memory()  # the decode buffers and per-batch objects: tens of MB at 1M rows
     ids, xy, crs = read
     return _validated(ids, xy, crs, str(path), table=suffix in TABLE_SUFFIXES)
 
 
 def _read_parquet(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndarray, CRS] | None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        file = pq.ParquetFile(path)
+        # Buffered page reads: by default a row group's column chunks are read whole
+        # before the first batch (a million-row group: ~80 MB of decode buffers, measured).
+        file = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
     except Exception as exc:
         raise InputFileError(f"Units file '{path}' cannot be read as Parquet: {exc}.") from exc
     meta = (file.schema_arrow.metadata or {}).get(b"geo")
@@ -121,11 +164,16 @@ def _read_parquet(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndar
     # Filled in place from the row count: batches joined at the end cost a second copy of
     # every id and coordinate, which glibc then keeps (~45 MB at a million units, measured).
     n = file.metadata.num_rows
+    pool = pa.default_memory_pool()
     ids: np.ndarray | None = None
     xy = np.empty((n, 2))
     start = 0
-    for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=[columns.id, *coords]):
+    # One thread: Arrow's decode threads leave ~20 MB in their allocator arenas, for no
+    # gain on two small columns.
+    for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=[columns.id, *coords],
+                                   use_threads=False):
         part = slice(start, start + batch.num_rows)
+        pool.release_unused()  # Arrow's allocator keeps each batch's decode buffers otherwise
         ids = _filled(ids, n, part, _ids(batch.column(0).to_numpy(zero_copy_only=False)))
         start = part.stop
         if geometry is None:
@@ -136,8 +184,7 @@ def _read_parquet(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndar
         if points is None:
             return None
         xy[part] = points
-    _release_arrow_memory()
-    return (ids if ids is not None else np.empty(0, dtype=str)), xy[:start], crs
+    return (ids if ids is not None else np.empty(0, dtype="S1")), xy[:start], crs
 
 
 def _filled(ids: np.ndarray | None, n: int, part: slice, values: np.ndarray) -> np.ndarray:
@@ -148,13 +195,6 @@ def _filled(ids: np.ndarray | None, n: int, part: slice, values: np.ndarray) -> 
         ids = ids.astype(values.dtype)
     ids[part] = values
     return ids
-
-
-def _release_arrow_memory() -> None:
-    """Give the Arrow pool's freed decode buffers back to the system (tens of MB at 1M rows)."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
 
 
 def _read_csv(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndarray, CRS] | None:
@@ -177,7 +217,7 @@ def _read_csv(path: Path, columns: UnitColumns) -> tuple[np.ndarray, np.ndarray,
 
 
 def _ids(values: np.ndarray) -> np.ndarray:
-    """A batch of ids as a numpy str array (4 bytes a character, no Python objects kept).
+    """A batch of ids as UTF-8 bytes (numpy ``S``; no Python objects kept).
 
     A missing id is an empty string here and raises in ``_validated``, naming its row (an
     id that is really empty is refused too, for the same reason).
@@ -187,7 +227,7 @@ def _ids(values: np.ndarray) -> np.ndarray:
     if missing.any():
         values = values.copy()
         values[missing] = ""
-    return values.astype(str)
+    return _encoded(values.astype(str))
 
 
 def _points(geoms: np.ndarray) -> np.ndarray | None:
@@ -203,7 +243,7 @@ def _points(geoms: np.ndarray) -> np.ndarray | None:
 
 def _joined(ids: list[np.ndarray], xy: list[np.ndarray], crs: CRS
             ) -> tuple[np.ndarray, np.ndarray, CRS]:
-    return (np.concatenate(ids) if ids else np.empty(0, dtype=object),
+    return (np.concatenate(ids) if ids else np.empty(0, dtype="S1"),
             np.concatenate(xy) if xy else np.empty((0, 2)), crs)
 
 
@@ -215,11 +255,11 @@ def _missing_column(path: Path, name: str, present: list[str]) -> NoReturn:
 
 def _validated(ids: np.ndarray, xy: np.ndarray, crs: CRS, source: str, *, table: bool
                ) -> UnitPoints:
-    """The checks of ``validate_units`` on arrays; ids end as a compact numpy str array."""
+    """The checks of ``validate_units`` on arrays of UTF-8 ids (``S``) and coordinates."""
     if len(ids) == 0:
         raise UnitsError(f"Units file '{source}' has no units (no rows). Give a file with at "
                          "least one unit.")
-    missing = np.flatnonzero(ids == "")
+    missing = np.flatnonzero(ids == b"")
     if missing.size:
         raise UnitsError(f"Units file '{source}' has missing ids in rows {format_rows(missing)}. "
                          "Every unit needs an id.")

@@ -41,6 +41,7 @@ CHIP_COMPRESSION = {None: None, "none": None, "lz4": CHIP_CODEC}
 # pass over every chunk) only costs time.
 WRITE_CONFIG = {"write_empty_chunks": True}
 VALID_DIMS = ["unit", "time", "y", "x"]
+INDEX_SLICE_ROWS = 65_536  # ids and centres are written this many units at a time
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,13 @@ class TileStore:
     @property
     def unit_ids(self) -> np.ndarray:
         return _as_str(self.array("unit_id")[:])
+
+    def ids_at(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of store rows ``rows`` (reads only the chunks that hold them)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.empty(0, dtype=str)
+        return _as_str(self.array("unit_id").get_orthogonal_selection((rows,)))
 
     @property
     def centres(self) -> np.ndarray:
@@ -313,7 +321,7 @@ def check_replaceable(path: Path) -> None:
 def create_store(
     path: str | Path,
     *,
-    unit_ids: Sequence[str],
+    unit_ids: Sequence[str] | np.ndarray,
     n_dates: int,
     band_names: Sequence[str],
     chip_size: int,
@@ -321,7 +329,7 @@ def create_store(
     crs: str,
     pixel_size: float | tuple[float, float] | None,
     dates: Sequence[str | None],
-    centres: np.ndarray,
+    centres: Sequence[Any] | np.ndarray,
     sources: Sequence[dict[str, Any]] = (),
     units_per_chunk: int = 1024,
     nodata: float | None = None,
@@ -333,12 +341,13 @@ def create_store(
     Parameters
     ----------
     unit_ids : sequence of str
-        Unit keys in store order.
+        Unit keys in store order: an array, or any sequence whose slices are arrays
+        (read a slice at a time, so a lazily gathered column is never held whole).
     n_dates, band_names, chip_size, dtype
         Shape and pixel type of ``chips`` (N, n_dates, len(band_names), chip_size, chip_size).
     crs, pixel_size, dates, sources, nodata
         Recorded as group attributes so readers know where the pixels came from.
-    centres : ndarray of shape (N, 2)
+    centres : ndarray of shape (N, 2), or a sequence sliced like ``unit_ids``
         Chip centres as map coordinates in ``crs``.
     units_per_chunk : int, default=1024
         Units per chunk; a writer owns whole chunks.
@@ -385,12 +394,17 @@ def create_store(
         "unit_id", shape=(n_units,), chunks=(per_chunk,), dtype=str,
         dimension_names=["unit"],
     )
-    ids[:] = np.asarray(unit_ids, dtype=str)
     xy = group.create_array(
         "centre_xy", shape=(n_units, 2), chunks=(per_chunk, 2), dtype="float64",
         dimension_names=["unit", "xy"],
     )
-    xy[:] = np.asarray(centres, dtype=np.float64).reshape(n_units, 2)
+    # Written a slice of whole chunks at a time: the columns may be gathered lazily
+    # (pipeline.plan.Gathered), and zarr converts each slice of ids to its string encoding.
+    step = per_chunk * max(1, INDEX_SLICE_ROWS // per_chunk)
+    for start in range(0, n_units, step):
+        stop = min(start + step, n_units)
+        ids[start:stop] = np.asarray(unit_ids[start:stop], dtype=str)
+        xy[start:stop] = np.asarray(centres[start:stop], dtype=np.float64).reshape(-1, 2)
     group.create_array("valid_fraction", shape=(n_units, n_dates), chunks=(per_chunk, n_dates),
                        dtype="float32", fill_value=0.0, dimension_names=["unit", "time"])
     n_chunks = -(-n_units // per_chunk)

@@ -47,6 +47,16 @@ class TargetGrid:
     def resolution(self) -> tuple[float, float]:
         return (abs(self.transform.a), abs(self.transform.e))
 
+    def windows(self, centres: np.ndarray, size: int) -> np.ndarray:
+        """Top-left (col, row) on this grid of the ``size``-pixel chip around each centre.
+
+        The one place a chip window is derived: planning and the tasks (which recompute
+        their windows from the store's centres) must agree to the pixel.
+        """
+        cols, rows = ~self.transform @ (centres[:, 0], centres[:, 1])
+        half = size // 2
+        return np.column_stack([np.floor(cols) - half, np.floor(rows) - half]).astype(np.int64)
+
 
 @dataclass(frozen=True)
 class SourceAccess:

@@ -48,7 +48,8 @@ class UnitColumns:
 
 def format_rows(index: pd.Index | np.ndarray, limit: int = 5) -> str:
     """``"3, 8, 12 and 40 more"``: the first rows (or ids) of a problem, for a message."""
-    rows = [str(r) for r in list(index)[:limit]]
+    rows = [r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r)
+            for r in list(index)[:limit]]
     more = f" and {len(index) - limit} more" if len(index) > limit else ""
     return ", ".join(rows) + more
 

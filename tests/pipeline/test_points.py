@@ -139,7 +139,9 @@ def test_fingerprint_in_slices_is_the_hash_of_the_whole_arrays():
     import hashlib
     import json
 
-    from eocausal.pipeline.ingest import SLICE_ROWS, _fingerprint, hilbert_distance
+    from affine import Affine
+    from eocausal.pipeline.plan import SLICE_ROWS, ChipPlan, _hilbert_keys, hilbert_distance
+    from eocausal.pipeline.target import TargetGrid
 
     rng = np.random.default_rng(2)
     n = 2 * SLICE_ROWS + 123
@@ -149,11 +151,16 @@ def test_fingerprint_in_slices_is_the_hash_of_the_whole_arrays():
     whole = hashlib.sha256(json.dumps({"chip": 32}, sort_keys=True).encode())
     whole.update(np.ascontiguousarray(windows[keep], dtype="<i8").tobytes())
     whole.update(f"{ids.dtype.str}:".encode() + ids[keep].tobytes())
-    # so a store fingerprinted before the slices still resumes
-    assert _fingerprint(ids, windows, keep, chip=32) == whole.hexdigest()
+    # the plan recomputes windows from centres (identity grid, 1-px chips: the cell itself)
+    centres = windows + 0.5
+    points = UnitPoints.from_ids(ids, centres, None)
+    plan = ChipPlan(n, keep, np.setdiff1d(np.arange(n), keep), ids.dtype.itemsize // 4,
+                    TargetGrid("EPSG:32618", Affine.identity()), 1, points.ids,
+                    centres.__getitem__)
+    np.testing.assert_array_equal(plan.windows(slice(0, 10)), windows[keep[:10]])
+    # so a store fingerprinted before planning ran in slices still resumes
+    assert plan.fingerprint(chip=32) == whole.hexdigest()
     # Hilbert keys in slices equal one pass of the curve over every cell at once
-    from eocausal.pipeline.ingest import _hilbert_keys
-
     d = hilbert_distance(windows[:, 0], windows[:, 1], levels=12)
     x, y = windows[:, 0] - windows[:, 0].min(), windows[:, 1] - windows[:, 1].min()
     shift = max(0, int(max(x.max(), y.max())).bit_length() - 12)

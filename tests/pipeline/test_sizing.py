@@ -6,8 +6,9 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from eocausal.pipeline.ingest import hilbert_distance, ingest
+from eocausal.pipeline.ingest import ingest
 from eocausal.pipeline.partition import TARGET_CHUNK_BYTES, units_per_chunk_for
+from eocausal.pipeline.plan import hilbert_distance
 from eocausal.pipeline.store import open_store
 from eocausal.pipeline.units import UnitColumns, validate_units
 from rasterio.windows import Window

@@ -9,7 +9,6 @@ rasters or a slice of cells at a time: no table, id string or point of every cel
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import shutil
@@ -41,6 +40,7 @@ from eocausal.workflows.maps.web import effect_html
 from eocausal.workflows.paths import RunPaths
 
 from eocausal.errors import ConfigError, EncoderError, NoUsableUnitsError
+from eocausal.memory import release_freed_memory
 
 __all__ = ["MapResult", "band_names", "build_map", "write_cells"]  # the last two from cells
 
@@ -102,20 +102,6 @@ def _ingest_kwargs(store_attrs: dict[str, Any]) -> dict[str, Any]:
     resampling = store_attrs["resampling"]
     return {"crs": store_attrs["crs"], "resolution": resolution,
             "resampling": None if resampling == "by dtype" else resampling}
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed on the C heap back to the system (glibc's ``malloc_trim``).
-
-    Ingestion and prediction free tens of MB in many small blocks; glibc keeps them mapped,
-    so without this the next step starts from a higher resident size (at 390,625 cells,
-    90 MB stayed resident after ingestion). The recipe dask's worker documentation gives for
-    the same effect; a no-op where the C library is not glibc.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _predict(paths: RunPaths, settings: MapSettings, grid: CellGrid, imagery: list[str],

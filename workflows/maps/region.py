@@ -115,10 +115,11 @@ class CellGrid:
         return np.strings.slice(head, 5, None).astype(np.int64), cols
 
     def unit_points(self) -> UnitPoints:
-        """Every cell's id and centre, the lean units ingestion takes (~64 bytes a cell)."""
-        ids = np.empty(len(self), dtype=f"U{self.id_width}")
+        """Every cell's id and centre, the lean units ingestion takes (~40 bytes a cell)."""
+        ids = np.empty(len(self), dtype=f"S{self.id_width}")  # ids are ASCII
         for start in range(0, len(self), SLICE_CELLS):
-            ids[start:start + SLICE_CELLS] = self.ids(slice(start, start + SLICE_CELLS))
+            part = slice(start, start + SLICE_CELLS)
+            ids[part] = np.strings.encode(self.ids(part), "ascii")
         return UnitPoints(ids, np.ascontiguousarray(self.xy(), dtype=np.float64),
                           CRS.from_user_input(self.crs))
 
