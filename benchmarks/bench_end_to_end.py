@@ -349,7 +349,8 @@ def memory_cli_rows(sizes: list[int], work: Path, scheduler: str = "synchronous"
         start = time.perf_counter()
         proc = subprocess.run([PY, "-c", CLI_PEAK, "ingest", "--units", str(units), "--imagery",
                                str(SENTINEL2), "--out", str(store), "--chip-size", str(CHIP),
-                               "--scheduler", scheduler], capture_output=True, text=True)
+                               *([] if scheduler == "auto" else ["--scheduler", scheduler])],
+                              capture_output=True, text=True)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remote-units", type=int, default=5_000)
     parser.add_argument("--latency", type=float, default=0.01)
     parser.add_argument("--memory-sizes", default="10000,100000,1000000")
+    parser.add_argument("--memory-schedulers", default="synchronous",
+                        help="comma list of --scheduler values for the memory-cli rows "
+                        "(the driver's peak; 'auto' runs the default LocalCluster)")
     parser.add_argument("--encode-units", type=int, default=20_000)
     parser.add_argument("--skip", default="", help="comma list of: cli, encode, remote, memory, "
                         "memory-cli")
@@ -410,10 +414,11 @@ def main(argv: list[str] | None = None) -> int:
             print()
         if "memory-cli" not in skip:
             sizes = [int(s) for s in args.memory_sizes.split(",") if s]
-            print("| units | `eocausal ingest` peak RSS (MB) | start to exit (s) |")
-            print("|---|---|---|")
-            for n, peak, wall in memory_cli_rows(sizes, work):
-                print(f"| {n:,} | {peak:,.0f} | {wall:.1f} |", flush=True)
+            print("| units | scheduler | `eocausal ingest` peak RSS (MB) | start to exit (s) |")
+            print("|---|---|---|---|")
+            for scheduler in args.memory_schedulers.split(","):
+                for n, peak, wall in memory_cli_rows(sizes, work, scheduler):
+                    print(f"| {n:,} | {scheduler} | {peak:,.0f} | {wall:.1f} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

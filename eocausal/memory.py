@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 
-__all__ = ["release_freed_memory"]
+__all__ = ["release_freed_memory", "resident_bytes"]
 
 
 def release_freed_memory() -> None:
@@ -25,3 +26,15 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int:
+    """This process's resident size from ``/proc/self/statm`` (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,7 +25,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from eocausal.memory import release_freed_memory
+from eocausal.memory import release_freed_memory, resident_bytes
 
 __all__ = ["GDAL_ENV", "PartitionTask", "ingest_partition", "units_per_chunk_for"]
 
@@ -269,9 +270,28 @@ def _mask_non_finite(chips: np.ndarray, valid: np.ndarray) -> None:
     chips[~finite] = 0
 
 
+_OPEN_STORE: dict[str, tuple[tuple[int, int], TileStore]] = {}
+
+
+def _task_store(path: str) -> TileStore:
+    """The store a task writes, opened once per process while its metadata file is the same.
+
+    Opening the group and the five arrays a task touches re-reads six metadata files:
+    ~4 ms, 6% of a task. A store replaced at the same path (a new ingestion) has a new
+    ``zarr.json`` (inode and modification time), so it is opened afresh.
+    """
+    meta = os.stat(os.path.join(path, "zarr.json"))
+    key = (meta.st_ino, meta.st_mtime_ns)
+    cached = _OPEN_STORE.get(path)
+    if cached is None or cached[0] != key:
+        _OPEN_STORE.clear()  # one store at a time: a worker serves one ingestion
+        cached = _OPEN_STORE[path] = (key, open_store(path))
+    return cached[1]
+
+
 def ingest_partition(task: PartitionTask) -> np.ndarray:
     """Read, mosaic and write every chip of one partition; return valid fractions (B, T)."""
-    store = open_store(task.store_path)
+    store = _task_store(task.store_path)
     task = task.with_windows(store)
     n, n_dates, size = len(task), len(task.dates), task.chip_size
     chips = np.zeros((n, n_dates, len(task.indexes), size, size), dtype=store.chips.dtype)
@@ -292,18 +312,19 @@ def ingest_partition(task: PartitionTask) -> np.ndarray:
     return fractions
 
 
-TRIM_EVERY_TASKS = 8  # malloc_trim costs a few ms and the next task's page faults
-_tasks_run = [0]
+TRIM_GROWTH_BYTES = 32 << 20  # trim once the heap kept this much more than at the last trim
+_rss_after_trim = [0]
 
 
 def _release_now_and_then() -> None:
-    """Give the heap's freed chunk buffers back every few tasks a process runs.
+    """Give the heap's freed chunk buffers back once they add up to ``TRIM_GROWTH_BYTES``.
 
-    Chunk-sized arrays freed in a varying order fragment glibc's heap: over 1,588 tasks
-    in one process it grew by 50 MB that nothing used. Trimming after every task bounded
-    it but cost ~5-10% of the task time (fresh pages to fault in); every eighth task keeps
-    the bound for a fraction of that.
+    Chunk-sized arrays freed in a varying order fragment glibc's heap: over 1,588 tasks in
+    one process it grew by 50 MB that nothing used. Trimming after every task bounded it
+    but cost ~5-10% of the task time (on this VM a page fault is dear, and the next task
+    faults its arrays in again); trimming on growth costs a few trims a million units.
     """
-    _tasks_run[0] += 1
-    if _tasks_run[0] % TRIM_EVERY_TASKS == 0:
+    rss = resident_bytes()
+    if rss - _rss_after_trim[0] > TRIM_GROWTH_BYTES:
         release_freed_memory()
+        _rss_after_trim[0] = resident_bytes()

@@ -42,6 +42,7 @@ CHIP_COMPRESSION = {None: None, "none": None, "lz4": CHIP_CODEC}
 WRITE_CONFIG = {"write_empty_chunks": True}
 VALID_DIMS = ["unit", "time", "y", "x"]
 INDEX_SLICE_ROWS = 65_536  # ids and centres are written this many units at a time
+INDEX_CHUNK_UNITS = 8_192  # units per chunk of the ids and centres (a multiple of chip chunks)
 
 
 @dataclass(frozen=True)
@@ -390,17 +391,22 @@ def create_store(
         config=WRITE_CONFIG,
         dimension_names=VALID_DIMS,
     )
+    # Ids and centres are written here, once, by one process, so their chunks need not
+    # match the writers' chip chunks: ~8,000 units a chunk write 5x faster than one file per
+    # chip chunk (zarr's per-chunk cost; 0.32 against 0.07 s at 100,000 units) and add
+    # ~1 ms to reading one chip chunk's ids.
+    index_chunk = per_chunk * max(1, INDEX_CHUNK_UNITS // per_chunk)
     ids = group.create_array(
-        "unit_id", shape=(n_units,), chunks=(per_chunk,), dtype=str,
+        "unit_id", shape=(n_units,), chunks=(index_chunk,), dtype=str,
         dimension_names=["unit"],
     )
     xy = group.create_array(
-        "centre_xy", shape=(n_units, 2), chunks=(per_chunk, 2), dtype="float64",
+        "centre_xy", shape=(n_units, 2), chunks=(index_chunk, 2), dtype="float64",
         dimension_names=["unit", "xy"],
     )
     # Written a slice of whole chunks at a time: the columns may be gathered lazily
     # (pipeline.plan.Gathered), and zarr converts each slice of ids to its string encoding.
-    step = per_chunk * max(1, INDEX_SLICE_ROWS // per_chunk)
+    step = index_chunk * max(1, INDEX_SLICE_ROWS // index_chunk)
     for start in range(0, n_units, step):
         stop = min(start + step, n_units)
         ids[start:stop] = np.asarray(unit_ids[start:stop], dtype=str)

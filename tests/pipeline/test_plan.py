@@ -147,3 +147,24 @@ def test_a_duplicate_utf8_id_is_named_as_text(tmp_path):
 
     with pytest.raises(UnitsError, match=r"duplicate ids: é1 \(rows 0, 2\)"):
         read_unit_points(tmp_path / "u.parquet")
+
+
+def test_a_task_reopens_a_store_replaced_at_the_same_path(tmp_path):
+    from eocausal.pipeline.partition import _task_store
+    from eocausal.pipeline.store import create_store
+
+    def make(n):
+        return create_store(tmp_path / "s.zarr", unit_ids=[f"u{i}" for i in range(n)],
+                            n_dates=1, band_names=["b"], chip_size=4, dtype="uint8",
+                            crs="EPSG:32618", pixel_size=10.0, dates=[None],
+                            centres=np.zeros((n, 2)), units_per_chunk=2)
+
+    make(6)
+    first = _task_store(str(tmp_path / "s.zarr"))
+    assert _task_store(str(tmp_path / "s.zarr")) is first  # opened once per process
+    make(10)  # a new ingestion replaces the store: its metadata file is new
+    second = _task_store(str(tmp_path / "s.zarr"))
+    assert second is not first and second.n_units == 10
+    # the ids and centres may be chunked coarser than the chips, but read the same
+    assert second.unit_ids.tolist() == [f"u{i}" for i in range(10)]
+    assert second.array("unit_id").chunks[0] % second.units_per_chunk == 0
