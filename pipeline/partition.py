@@ -312,7 +312,7 @@ def ingest_partition(task: PartitionTask) -> np.ndarray:
     return fractions
 
 
-TRIM_GROWTH_BYTES = 32 << 20  # trim once the heap kept this much more than at the last trim
+TRIM_GROWTH_BYTES = 16 << 20  # trim once the heap kept this much more than at the last trim
 _rss_after_trim = [0]
 
 
