@@ -68,6 +68,12 @@ class DateSource:
     offsets: tuple[float, ...]
     remote: bool = False  # read over the network: many reads in flight per task
 
+    def overlaps(self, windows: np.ndarray, size: int) -> np.ndarray:
+        """Whether each ``size``-pixel chip window (target grid) overlaps this raster."""
+        cols = windows[:, 0] - self.access.col_offset
+        rows = windows[:, 1] - self.access.row_offset
+        return (cols < self.width) & (cols + size > 0) & (rows < self.height) & (rows + size > 0)
+
 
 @dataclass(frozen=True)
 class PartitionTask:
@@ -119,11 +125,7 @@ def _open(source: DateSource, grid: TargetGrid, stack: contextlib.ExitStack):
 
 def _touching(task: PartitionTask, source: DateSource) -> np.ndarray:
     """Rows of the task whose chip window overlaps the source's extent."""
-    cols = task.windows[:, 0] - source.access.col_offset
-    rows = task.windows[:, 1] - source.access.row_offset
-    size = task.chip_size
-    hit = (cols < source.width) & (cols + size > 0) & (rows < source.height) & (rows + size > 0)
-    return np.flatnonzero(hit)
+    return np.flatnonzero(source.overlaps(task.windows, task.chip_size))
 
 
 def _scaled(pixels: np.ndarray, valid: np.ndarray, source: DateSource,

@@ -145,10 +145,8 @@ def covers_imagery(windows: np.ndarray, size: int,
     """Whether each chip window overlaps at least one raster of at least one date."""
     hit = np.zeros(len(windows), dtype=bool)
     for sources in dates:
-        for s in sources:
-            cols = windows[:, 0] - s.access.col_offset
-            rows = windows[:, 1] - s.access.row_offset
-            hit |= (cols < s.width) & (cols + size > 0) & (rows < s.height) & (rows + size > 0)
+        for source in sources:
+            hit |= source.overlaps(windows, size)
     return hit
 
 
