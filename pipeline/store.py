@@ -40,6 +40,10 @@ CHIP_COMPRESSION = {None: None, "none": None, "lz4": CHIP_CODEC}
 # Writers always fill whole chunks, so zarr's scan for all-fill-value chunks (a full extra
 # pass over every chunk) only costs time.
 WRITE_CONFIG = {"write_empty_chunks": True}
+# Chunk files named ``c.0.0.0.0.0`` in one folder per array, not zarr's default nested
+# ``c/0/0/0/0/0``: a 5-D chunk key made four folders per chunk file, and ext4's inode
+# allocation for those mkdirs (a scan for recently deleted inodes) took ~9% of an ingest.
+CHUNK_KEYS = {"name": "default", "separator": "."}
 VALID_DIMS = ["unit", "time", "y", "x"]
 INDEX_SLICE_ROWS = 65_536  # ids and centres are written this many units at a time
 INDEX_CHUNK_UNITS = 8_192  # units per chunk of the ids and centres (a multiple of chip chunks)
@@ -69,9 +73,15 @@ class TileStore:
         self._arrays: dict[str, zarr.Array] = {}
 
     def array(self, name: str) -> zarr.Array:
-        """One of the store's arrays, opened once: each open re-reads its metadata file."""
+        """One of the store's arrays, opened once: each open re-reads its metadata file.
+
+        Opened with ``WRITE_CONFIG`` whoever opens it first: zarr takes an array's config when
+        it is opened, not when it is written, and without it every chunk write first scans
+        the chunk for fill values (``isnan``, compare, boolean copies: several passes and
+        fresh temporaries the size of the chunk).
+        """
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            self._arrays[name] = self.group[name].with_config(WRITE_CONFIG)
         return self._arrays[name]
 
     def __enter__(self) -> TileStore:
@@ -202,9 +212,8 @@ class TileStore:
     def write_units(self, start: int, chips: np.ndarray, valid: np.ndarray) -> None:
         """Write rows ``[start, start + len(chips))``; callers own disjoint chunk regions."""
         stop = start + chips.shape[0]
-        with zarr.config.set({"array.write_empty_chunks": True}):  # see WRITE_CONFIG
-            self.chips[start:stop] = chips
-            self.valid[start:stop] = valid
+        self.chips[start:stop] = chips
+        self.valid[start:stop] = valid
 
     # -- partitions (resumable ingestion) -------------------------------------------------
     @property
@@ -223,24 +232,31 @@ class TileStore:
         summary[:3] = _band_sums(chips, valid)
         self.array("partition_stats")[index] = summary
 
-    def done_chunks(self) -> np.ndarray:
-        """Which chunks were completed; an unreadable flag counts as not done."""
+    def partition_stats(self) -> np.ndarray:
+        """Every chunk's band sums and done flag, shape (n_chunks, 4, n_bands); a chunk whose
+        file is unreadable (cut short by a kill) reads as all zeros: not done."""
         stats = self.array("partition_stats")
         try:
-            return np.asarray(stats[:, 3, 0]) == 1.0
-        except Exception:  # a chunk file cut short by a kill: check one by one
-            out = np.zeros(stats.shape[0], dtype=bool)
+            return np.asarray(stats[:])
+        except Exception:  # a chunk file cut short by a kill: read one by one
+            out = np.zeros(stats.shape, dtype=np.float64)
             for i in range(stats.shape[0]):
                 try:
-                    out[i] = float(stats[i, 3, 0]) == 1.0
+                    out[i] = stats[i]
                 except Exception:
-                    out[i] = False
+                    out[i] = 0.0
             return out
 
-    def stats_from_partitions(self) -> tuple[np.ndarray, np.ndarray]:
-        """Band mean and standard deviation over valid pixels, from the chunks' band sums."""
-        sums = np.asarray(self.array("partition_stats")[:, :3]).sum(axis=0)
-        return self._store_stats(sums)
+    def done_chunks(self) -> np.ndarray:
+        """Which chunks were completed; an unreadable flag counts as not done."""
+        return self.partition_stats()[:, 3, 0] == 1.0
+
+    def stats_from_partitions(self, stats: np.ndarray | None = None) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+        """Band mean and standard deviation over valid pixels, from the chunks' band sums
+        (``stats``: :meth:`partition_stats` when the caller has read it already)."""
+        stats = self.partition_stats() if stats is None else stats
+        return self._store_stats(stats[:, :3].sum(axis=0))
 
     def _store_stats(self, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         total, total_sq, count = sums
@@ -379,6 +395,7 @@ def create_store(
         fill_value=0,
         compressors=CHIP_COMPRESSION[compression],
         config=WRITE_CONFIG,
+        chunk_key_encoding=CHUNK_KEYS,
         dimension_names=CHIP_DIMS,
     )
     group.create_array(
@@ -389,6 +406,7 @@ def create_store(
         fill_value=False,
         compressors=CHIP_CODEC,
         config=WRITE_CONFIG,
+        chunk_key_encoding=CHUNK_KEYS,
         dimension_names=VALID_DIMS,
     )
     # Ids and centres are written here, once, by one process, so their chunks need not
@@ -398,11 +416,11 @@ def create_store(
     index_chunk = per_chunk * max(1, INDEX_CHUNK_UNITS // per_chunk)
     ids = group.create_array(
         "unit_id", shape=(n_units,), chunks=(index_chunk,), dtype=str,
-        dimension_names=["unit"],
+        chunk_key_encoding=CHUNK_KEYS, dimension_names=["unit"],
     )
     xy = group.create_array(
         "centre_xy", shape=(n_units, 2), chunks=(index_chunk, 2), dtype="float64",
-        dimension_names=["unit", "xy"],
+        chunk_key_encoding=CHUNK_KEYS, dimension_names=["unit", "xy"],
     )
     # Written a slice of whole chunks at a time: the columns may be gathered lazily
     # (pipeline.plan.Gathered), and zarr converts each slice of ids to its string encoding.
@@ -412,11 +430,12 @@ def create_store(
         ids[start:stop] = np.asarray(unit_ids[start:stop], dtype=str)
         xy[start:stop] = np.asarray(centres[start:stop], dtype=np.float64).reshape(-1, 2)
     group.create_array("valid_fraction", shape=(n_units, n_dates), chunks=(per_chunk, n_dates),
-                       dtype="float32", fill_value=0.0, dimension_names=["unit", "time"])
+                       dtype="float32", fill_value=0.0, chunk_key_encoding=CHUNK_KEYS,
+                       dimension_names=["unit", "time"])
     n_chunks = -(-n_units // per_chunk)
     # Per chunk: band sum, sum of squares, valid count, and a done marker (all ones).
     group.create_array("partition_stats", shape=(n_chunks, 4, n_bands), chunks=(1, 4, n_bands),
-                       dtype="float64", fill_value=0.0,
+                       dtype="float64", fill_value=0.0, chunk_key_encoding=CHUNK_KEYS,
                        dimension_names=["chunk", "statistic", "band"])
     if pixel_size is None:
         px = None
