@@ -73,13 +73,21 @@ def cli(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eocausal`` console script."""
-    from eocausal.workflows.interrupt import install, restore, was_interrupted
+    from eocausal.workflows.interrupt import (
+        forget_caught_interrupt,
+        install,
+        restore,
+        was_interrupted,
+    )
 
     previous = install()
     try:
-        return _main(argv, was_interrupted)
+        code = _main(argv, was_interrupted)
     finally:
         restore(previous)
+    if code == 130:
+        forget_caught_interrupt()
+    return code
 
 
 def _main(argv: list[str] | None, was_interrupted: Any) -> int:

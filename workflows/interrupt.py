@@ -12,7 +12,7 @@ import signal
 import threading
 from types import FrameType
 
-__all__ = ["install", "restore", "was_interrupted"]
+__all__ = ["forget_caught_interrupt", "install", "restore", "was_interrupted"]
 
 _EVENT = threading.Event()
 
@@ -37,3 +37,16 @@ def restore(previous: object) -> None:
 
 def was_interrupted() -> bool:
     return _EVENT.is_set()
+
+
+def forget_caught_interrupt() -> None:
+    """Let a Ctrl-C that the command caught end the process with its own exit status.
+
+    CPython (3.11, 3.12) marks a KeyboardInterrupt that ends any string ``exec``/``eval`` as
+    unhandled, even when a caller catches it later, and under ``python -m`` the interpreter
+    then kills itself with SIGINT at exit (status -2, not our 130). A stage is interrupted
+    inside such an ``exec`` whenever Ctrl-C lands while a dataclass or namedtuple is being
+    built by a lazy import. The mark is cleared at the start of every string evaluation, so
+    one harmless evaluation clears it.
+    """
+    exec("None", {})  # noqa: S102 - a constant string, run only to reset the interpreter's mark

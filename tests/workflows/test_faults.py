@@ -149,3 +149,21 @@ def test_same_run_twice_gives_identical_features_and_effects(reference, tmp_path
     assert proc.returncode == 0
     _assert_same(_outputs(tmp_path / "again"), expected)
     assert np.isfinite(expected["effects"]["cate"]).all()
+
+
+def test_ctrl_c_inside_a_string_exec_still_exits_130(tmp_path):
+    """CPython marks a KeyboardInterrupt that ends a string ``exec`` (a dataclass being built
+    by a lazy import, say) as unhandled; under ``python -m`` it then kills itself with SIGINT
+    at exit unless the CLI clears the mark. The command must still exit 130."""
+    module = tmp_path / "interrupted_in_exec.py"
+    module.write_text(
+        "import sys\n"
+        "from eocausal.workflows import cli\n"
+        "def _ctrl_c_in_exec(*args, **kwargs):\n"
+        "    exec('raise KeyboardInterrupt', {})\n"
+        "cli.cli.main = _ctrl_c_in_exec\n"
+        "sys.exit(cli.main(['run']))\n")
+    proc = subprocess.run([sys.executable, "-m", module.stem], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip() == "interrupted; rerun the same command to resume"
