@@ -45,7 +45,7 @@ def resident_bytes() -> int:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 REUSE_MMAP_THRESHOLD = 32 << 20  # glibc's ceiling for its own dynamic threshold
 REUSE_TRIM_THRESHOLD = 256 << 20
-_reusing = [False]
+_reusing: list[bool | None] = [None]  # None: not tried yet in this process
 
 
 def reuse_freed_memory() -> bool:
@@ -57,15 +57,14 @@ def reuse_freed_memory() -> bool:
     faulted every page of its arrays in again: 270,000-600,000 page faults per 100,000
     units, about 1-2 s of system time on a VM where a fault is dear. With fixed thresholds
     the next task reuses the freed pages (10,000 faults). Returns False where the C library
-    is not glibc. Set once per process; :func:`release_freed_memory` still trims on request.
+    is not glibc. Tried once per process, whatever the outcome (every task calls this);
+    :func:`release_freed_memory` still trims on request.
     """
-    if _reusing[0]:
-        return True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
-    _reusing[0] = ok
-    return ok
+    if _reusing[0] is None:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            _reusing[0] = bool(libc.mallopt(M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD)) and bool(
+                libc.mallopt(M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD))
+        except (OSError, AttributeError):
+            _reusing[0] = False
+    return _reusing[0]

@@ -218,3 +218,22 @@ def test_reused_memory_is_not_faulted_in_again():
     np.ones(8 << 20, dtype=np.uint8)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 50, f"{faults} page faults for a reused 8 MiB buffer (~500 if mapped afresh)"
+
+
+def test_reuse_freed_memory_tries_the_c_library_once(monkeypatch):
+    """Every ingestion task calls ``reuse_freed_memory``; where there is no glibc it must not
+    load a C library again for each task."""
+    import ctypes
+
+    from eocausal import memory
+
+    loads = []
+
+    def no_glibc(name):
+        loads.append(name)
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(memory, "_reusing", [None])
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    assert [memory.reuse_freed_memory() for _ in range(3)] == [False, False, False]
+    assert loads == ["libc.so.6"]
