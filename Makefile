@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.eocausal-installed
 OUT    ?= runs/demo
+# Test processes (pytest-xdist); a file's tests stay in one process, sharing its fixtures.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-all bench lint clean
 
@@ -20,10 +22,10 @@ demo: $(STAMP)
 	$(VENV)/bin/eocausal demo --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m ''
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m ''
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
