@@ -69,10 +69,11 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="DataLoader processes reading and normalising ahead of the model.")
 @click.option("--parts", type=click.IntRange(min=1), default=None,
-              help="Encode in this many parallel parts (dask, see --scheduler), then join them.")
+              help="Encode in this many parallel parts (see --scheduler), then join them.")
 @click.option("--scheduler", default=None,
-              help="With --parts: 'local' (LocalCluster) or a dask scheduler address; default "
-                   "runs the parts in this process.")
+              help="With --parts: 'processes' (worker processes here), 'local' (a dask "
+                   "LocalCluster) or a dask scheduler address; default runs the parts in this "
+                   "process.")
 def encode(
     store: Path,
     encoder_name: str,

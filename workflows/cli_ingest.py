@@ -42,8 +42,8 @@ def parse_bands(values: tuple[str, ...]) -> list[int | str] | None:
 @click.option("--lon", default="lon", show_default=True, help="Longitude column (tables).")
 @click.option("--lat", default="lat", show_default=True, help="Latitude column (tables).")
 @click.option("--units-crs", default=None, help="CRS of a table's coordinates (default EPSG:4326).")
-@click.option("--scheduler", default=None, help="'synchronous', 'local' or a scheduler address.")
-@click.option("--workers", type=int, default=None, help="Workers for a LocalCluster.")
+@click.option("--scheduler", default=None, help="'synchronous' (this process), 'processes' (worker processes here; the default picks them for 16+ tasks), 'local' (a dask LocalCluster) or a dask scheduler address.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
 def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chip_size: int,
            out: Path, resolution: float | None, crs: str | None, bands: tuple[str, ...],
            min_valid_fraction: float, id_col: str, group: str | None, lon: str, lat: str,

@@ -45,7 +45,7 @@ def _units_labels(run_dir: Path) -> tuple[str | None, str | None]:
 @click.option("--max-cells", type=click.IntRange(min=1), default=250_000, show_default=True,
               help="Refuse a grid with more cells than this.")
 @click.option("--scheduler", default=None,
-              help="'synchronous', 'local' (LocalCluster) or a dask scheduler address.")
+              help="'synchronous' (this process), 'processes' (worker processes here; the default picks them for 16+ tasks), 'local' (a dask LocalCluster) or a dask scheduler address.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="LocalCluster worker processes.")
 def map_command(run_dir: Path, region: str | None, where: str | None, spacing: float | None,

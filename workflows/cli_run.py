@@ -46,8 +46,8 @@ def _run(config: Any, out: Path, force: tuple[str, ...] = ()) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: runs/<config name>).")
 @click.option("--scheduler", default=None,
-              help="'synchronous', 'local' (LocalCluster) or a dask scheduler address.")
-@click.option("--workers", type=int, default=None, help="Workers for a LocalCluster.")
+              help="'synchronous' (this process), 'processes' (worker processes here; the default picks them for 16+ tasks), 'local' (a dask LocalCluster) or a dask scheduler address.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
 @click.option("--force", multiple=True, metavar="STAGE",
               help="Rerun STAGE and every stage after it, even if up to date (repeatable).")
 def run(config_path: Path, out: Path | None, scheduler: str | None, workers: int | None,

@@ -1,9 +1,11 @@
-"""Where parallel work runs: in this process, on an embedded LocalCluster, or on a cluster.
+"""Where parallel work runs: in this process, on worker processes of this machine, or on dask.
 
 Stages in ``pipeline``/``models`` take a ``map_partitions(func, tasks)`` callable and never
 see dask; this module builds that callable from the config's ``compute`` section so the same
-code runs on a laptop, a LocalCluster sized to the machine, or an existing scheduler
-(``--scheduler tcp://host:8786``, for example one started by dask-jobqueue on SLURM/PBS).
+code runs on a laptop (in this process, or on a process pool sized to the machine: see
+:mod:`eocausal.workflows.process_pool`), on a dask LocalCluster (``"local"``), or on an
+existing dask scheduler (``--scheduler tcp://host:8786``, for example one started by
+dask-jobqueue on SLURM/PBS).
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["AUTO_MIN_TASKS", "Mapper", "partition_mapper", "quiet_dask_logging"]
+from eocausal.workflows.process_pool import ProcessPool
+
+__all__ = ["AUTO_MIN_TASKS", "POOL_SCHEDULERS", "Mapper", "partition_mapper", "quiet_dask_logging"]
 
 log = logging.getLogger(__name__)
 
 Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterable[Any]]
 
-# Below this many tasks, starting worker processes (about 2-3 s) costs more than it saves.
+# Below this many tasks, starting worker processes costs more than it saves.
 AUTO_MIN_TASKS = 16
+# Schedulers that name this machine's own worker processes, not a dask cluster.
+POOL_SCHEDULERS = (None, "processes")
 
 
 def _size(task: Any) -> int:
@@ -150,7 +156,8 @@ def _start_forkserver() -> None:
 
 
 class _Runner:
-    """Runs task lists in this process or on dask, starting a LocalCluster only when needed."""
+    """Runs task lists in this process, on a process pool or on dask, starting workers only
+    when needed."""
 
     def __init__(self, scheduler: str | None, workers: int | None, desc: str,
                  progress: bool, stack: contextlib.ExitStack) -> None:
@@ -158,38 +165,51 @@ class _Runner:
         self.progress, self.stack = progress, stack
         self.client: Any = None
         self._starting: concurrent.futures.Future | None = None
+        self.pool: ProcessPool | None = None
+        if scheduler in POOL_SCHEDULERS:
+            self.pool = ProcessPool(workers or os.cpu_count() or 1)
+            stack.push(self._close_pool)
+
+    def _close_pool(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # after an error or Ctrl-C, running tasks are stopped, not waited for
+        self.pool.close(interrupted=exc_type is not None)
 
     @property
     def n_workers(self) -> int:
         """Workers that tasks will run on, so stages can size chunks before they start."""
         if self.scheduler == "synchronous":
             return 1
-        if self.scheduler in (None, "local"):
+        if self.scheduler in (*POOL_SCHEDULERS, "local"):
             return self.workers or os.cpu_count() or 1
         return len(self._dask_client().scheduler_info().get("workers", {})) or 1
 
     def _in_process(self, n_tasks: int) -> bool:
         return self.scheduler == "synchronous" or (
-            self.scheduler is None and n_tasks < AUTO_MIN_TASKS and self.client is None)
+            self.scheduler is None and n_tasks < AUTO_MIN_TASKS and not self.pool.started)
 
     def prepare(self, n_tasks: int) -> None:
         """Start the workers in a background thread when ``n_tasks`` will need them.
 
-        Worker processes take seconds to start (a fresh interpreter importing dask and the
-        task's modules); starting them while the driver still plans (creating the store,
-        building tasks) takes that time off the critical path.
+        Worker processes take a second or more to start (a forkserver importing the task's
+        modules, or fresh interpreters importing dask); starting them while the driver still
+        plans (creating the store, building tasks) takes that time off the critical path.
         """
         if not self._in_process(n_tasks):
             self._begin()
 
     def _begin(self) -> None:
-        if self.client is None and self._starting is None:
+        if self.pool is not None:
+            self.pool.start()
+        elif self.client is None and self._starting is None:
             pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-start")
             self._starting = pool.submit(self._start_client)
             pool.shutdown(wait=False)
 
     def wait_started(self) -> None:
         """Let a background start finish (so closing the mapper closes what it started)."""
+        if self.pool is not None and self.pool.started:
+            with contextlib.suppress(Exception):
+                self.pool.wait_ready()
         if self._starting is not None:
             with contextlib.suppress(Exception):
                 self._starting.result()
@@ -209,7 +229,7 @@ class _Runner:
         return self.client
 
     def _start_client(self) -> Any:
-        local = self.scheduler in (None, "local")
+        local = self.scheduler == "local"
         if local:
             _start_forkserver()
         from dask.distributed import Client, LocalCluster
@@ -239,6 +259,11 @@ class _Runner:
             client.run(_ignore_ctrl_c)
         return client
 
+    def _workers_up(self) -> bool:
+        if self.pool is not None:
+            return self.pool.ready()
+        return self.client is not None or self._starting is None or self._starting.done()
+
     def __call__(self, func: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
         in_process = self._in_process(len(tasks)) and self._starting is None
         with self._bar(tasks) as bar:
@@ -248,20 +273,24 @@ class _Runner:
                     results.append(func(task))
                     bar.update(_size(task))
                 return results
-            from dask.distributed import as_completed
-
             self._begin()
             results: list[Any] = [None] * len(tasks)
             first = 0
-            # Until the workers are up, this process runs tasks itself, so the cluster's
-            # start-up (seconds of imports per worker) is off the critical path.
-            while (first < len(tasks) and self.client is None and self._starting is not None
-                   and not self._starting.done()):
+            # Until the workers are up, this process runs tasks itself, so their start-up
+            # (a forkserver's imports, or a cluster's) is off the critical path.
+            while first < len(tasks) and not self._workers_up():
                 results[first] = func(tasks[first])
                 bar.update(_size(tasks[first]))
                 first += 1
             if first == len(tasks):
                 return results
+            if self.pool is not None:
+                for index, result in self.pool.map_unordered(func, tasks[first:], self.desc):
+                    results[first + index] = result
+                    bar.update(_size(tasks[first + index]))
+                return results
+            from dask.distributed import as_completed
+
             client = self._dask_client()
             futures = client.map(func, tasks[first:], pure=False)
             order = {f.key: first + i for i, f in enumerate(futures)}
@@ -285,20 +314,22 @@ def partition_mapper(
     Parameters
     ----------
     scheduler : str, optional
-        ``None`` (the embedded default): a LocalCluster sized to the machine, started the
-        first time a stage has at least ``AUTO_MIN_TASKS`` tasks and reused after; smaller
-        stages run in this process. ``"synchronous"``: always in this process. ``"local"``:
-        always a LocalCluster. Anything else: the address of a running dask scheduler.
+        ``None`` (the embedded default): worker processes of this machine (a process pool,
+        one worker per core), started the first time a stage has at least
+        ``AUTO_MIN_TASKS`` tasks and reused after; smaller stages run in this process.
+        ``"processes"``: always that pool. ``"synchronous"``: always in this process.
+        ``"local"``: a dask LocalCluster (dask's scheduler, retries of a task whose worker
+        died). Anything else: the address of a running dask scheduler.
     workers : int, optional
-        Worker processes of the LocalCluster (default: one per core).
+        Worker processes of the pool or LocalCluster (default: one per core).
 
     The mapper has ``n_workers`` (stages size their chunks with it) and ``prepare(n_tasks)``
-    (stages call it as soon as they know their task count, and a cluster that will be
-    needed starts in the background). ``"local"`` starts its cluster at once.
+    (stages call it as soon as they know their task count, and workers that will be
+    needed start in the background). ``"local"`` and ``"processes"`` start theirs at once.
     """
     with contextlib.ExitStack() as stack:
         runner = _Runner(scheduler, workers, desc, progress, stack)
-        if scheduler == "local":
+        if scheduler in ("local", "processes"):
             runner.prepare(AUTO_MIN_TASKS)
         try:
             yield runner

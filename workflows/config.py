@@ -107,7 +107,9 @@ class PanelSection(PanelSettings):
 
 class ComputeSection(_Section):
     scheduler: str | None = Field(
-        None, description="None (auto), 'synchronous', 'local' (a LocalCluster) or an address"
+        None, description="None (auto: this process for small stages, else worker "
+                          "processes), 'synchronous', 'processes', 'local' (a dask "
+                          "LocalCluster) or a dask scheduler address"
     )
     workers: int | None = Field(None, ge=1)
 

@@ -153,9 +153,10 @@ def run_grid(specs: Sequence[StudySpec], *, scheduler: str | None = "synchronous
         From :func:`simulation_grid`.
     scheduler : str, default="synchronous"
         As :func:`~eocausal.workflows.cluster.partition_mapper`: ``"synchronous"`` in this
-        process, ``None``/``"local"`` a LocalCluster, anything else a scheduler address.
+        process, ``None``/``"processes"`` worker processes of this machine, ``"local"`` a
+        dask LocalCluster, anything else a dask scheduler address.
     workers : int, optional
-        LocalCluster workers.
+        Worker processes (default: one per core).
     """
     if not specs:
         raise ConfigError("the simulation grid is empty; give at least one value per axis "

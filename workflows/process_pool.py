@@ -1,0 +1,155 @@
+"""The embedded default: a stage's tasks on worker processes of this machine, no scheduler.
+
+A ``dask.distributed.LocalCluster`` costs the driver about a second of CPU to import
+distributed, a scheduler, a nanny per worker and a comm round trip per task; on 100,000-unit
+ingestions that was 3 s of 13 with one worker (measured in benchmarks/README.md). A stage
+here only maps a function over a task list, so the standard library's
+``concurrent.futures.ProcessPoolExecutor`` does it, with workers forked from one forkserver
+that has imported the task modules once. Functions go by value (cloudpickle, as dask sends
+them), so lambdas and closures work. A user's own dask cluster (``--scheduler ADDRESS``)
+and ``--scheduler local`` (a LocalCluster, with dask's resilience) are still dask.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from eocausal.errors import EocausalError
+
+__all__ = ["POOL_PRELOAD", "ProcessPool", "WorkerDiedError"]
+
+# Imported once in the forkserver; every worker forks with them loaded.
+POOL_PRELOAD = ("numpy", "pandas", "eocausal.pipeline.partition")
+
+
+class WorkerDiedError(EocausalError, RuntimeError):
+    """A worker process ended while it ran a task (killed, or out of memory)."""
+
+
+def _init_worker() -> None:
+    """Leave Ctrl-C to the driver: a terminal's Ctrl-C reaches the whole process group."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_FUNCTIONS: dict[str, Callable[[Any], Any]] = {}
+
+
+def _run(token: str, blob: bytes, task: Any) -> Any:
+    """Run a task in a worker; the function is unpickled once per worker and map call."""
+    func = _FUNCTIONS.get(token)
+    if func is None:
+        _FUNCTIONS.clear()  # one map call at a time: drop the previous stage's function
+        func = _FUNCTIONS[token] = pickle.loads(blob)
+    return func(task)
+
+
+def _pid(_: Any) -> int:
+    return os.getpid()
+
+
+def _start_forkserver() -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server started (importing ``POOL_PRELOAD``) if not yet.
+
+    Falls back to spawn where the platform has no forkserver (Windows, macOS use spawn).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(POOL_PRELOAD))
+    forkserver.ensure_running()
+    return context
+
+
+class ProcessPool:
+    """``workers`` processes, started in the background by :meth:`start`; :meth:`ready` says
+    when the first can take tasks, so the driver can run tasks itself meanwhile."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._starting: concurrent.futures.Future | None = None
+
+    def start(self) -> None:
+        """Start the workers without waiting for them.
+
+        Forking the first worker waits for the forkserver to import ``POOL_PRELOAD`` (about
+        0.7 s), so a thread does it while the caller goes on.
+        """
+        if self._starting is None:
+            starter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pool-start")
+            self._starting = starter.submit(self._create)
+            starter.shutdown(wait=False)
+
+    def _create(self) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future]:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=_start_forkserver(), initializer=_init_worker)
+        return executor, executor.submit(os.getpid)
+
+    @property
+    def started(self) -> bool:
+        return self._starting is not None
+
+    def ready(self) -> bool:
+        """Whether a worker has run a task (False before :meth:`start`)."""
+        return (self._starting is not None and self._starting.done()
+                and self._starting.result()[1].done())
+
+    def wait_ready(self) -> None:
+        """Block until a worker is up (a start that failed raises here)."""
+        if self._starting is not None:
+            self._starting.result()[1].result()
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        self.start()
+        return self._starting.result()[0]
+
+    def pids(self) -> set[int]:
+        """Process ids of the workers (for tests and diagnostics)."""
+        return set(self._executor().map(_pid, range(4 * self.workers)))
+
+    def map_unordered(self, func: Callable[[Any], Any], tasks: list[Any], desc: str):
+        """Yield ``(index, result)`` as tasks finish; a task's error is raised here."""
+        import uuid
+
+        import cloudpickle
+
+        executor = self._executor()
+        blob, token = cloudpickle.dumps(func), uuid.uuid4().hex
+        futures = {executor.submit(_run, token, blob, task): i for i, task in enumerate(tasks)}
+        # Tasks left when a task fails are not cancelled here: the mapper's exit stops the
+        # workers (see close), and a cancelled future would trip CPython 3.11's pool when
+        # it marks the unfinished ones broken.
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                result = future.result()
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                raise WorkerDiedError(
+                    f"a worker process ended while it ran {desc} tasks (killed, or out of "
+                    "memory); rerun the same command to resume (finished tasks are kept), "
+                    "with fewer --workers if memory is short") from exc
+            yield futures[future], result
+
+    def close(self, interrupted: bool = False) -> None:
+        """Let running tasks end and stop the workers; on an interrupt, stop them at once."""
+        starting, self._starting = self._starting, None
+        if starting is None:
+            return
+        try:
+            executor = starting.result()[0]
+        except Exception:  # never started: nothing to stop
+            return
+        if interrupted:
+            # No public way to stop a running task before Python 3.14's terminate_workers;
+            # the pool then marks what was left unfinished as broken.
+            processes = getattr(executor, "_processes", None) or {}
+            for process in list(processes.values()):
+                process.terminate()
+        executor.shutdown(wait=not interrupted)
