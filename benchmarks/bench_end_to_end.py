@@ -6,7 +6,8 @@ reported (the machine is shared: say so when quoting). Prints markdown tables.
 
 1. ``eocausal ingest`` (a fresh process, start to exit) against a bare script (a fresh
    process that reads the units file and every window with plain rasterio into one array),
-   with ``--scheduler synchronous`` and with a 2-worker LocalCluster; the same with a
+   with ``--scheduler synchronous``, with 1 and 2 workers of the default process pool and
+   of a dask LocalCluster (``--scheduler local``); the same with a
    direct call of ``eocausal.pipeline.ingest.ingest`` timed inside a fresh process, so the
    library's speed shows independently of the CLI's imports; and the CLI's import time.
 2. ``eocausal encode --encoder resnet18`` of a 20,000-unit store against a bare torch
@@ -87,11 +88,12 @@ DIRECT = textwrap.dedent("""
         workers = int(sys.argv[4])
         t1 = time.perf_counter()
         if workers > 1:
+            import os
             from eocausal.workflows.cluster import partition_mapper
-            with partition_mapper("local", workers, progress=False) as mapper:
+            with partition_mapper("processes", workers, progress=False) as mapper:
                 ingest(units, [sys.argv[2]], sys.argv[3], chip_size=CHIP, map_partitions=mapper)
                 t2 = time.perf_counter()
-                peaks = mapper._dask_client().run(lambda: PEAK)
+                peaks = dict(mapper(lambda _: (os.getpid(), PEAK), list(range(8 * workers))))
         else:
             ingest(units, [sys.argv[2]], sys.argv[3], chip_size=CHIP)
             t2 = time.perf_counter()
@@ -120,6 +122,11 @@ def make_units(n: int, seed: int = 0, source: Path = SENTINEL2, margin: int = CH
 
 
 def _wall(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    # Every run starts with no dirty pages left by the one before: the kernel's writeback of
+    # a previous 1.2 GB store otherwise takes CPU from whichever run comes next (with two
+    # workers on two cores, up to a third of the run).
+    os.sync()
+    time.sleep(1)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -144,16 +151,18 @@ def cli_rows(n: int, repeats: int, work: Path) -> tuple[list[tuple], dict]:
 
     for _ in range(repeats):
         record("bare", _wall([PY, str(bare_py), str(units), str(SENTINEL2)])[0])
-        out = work / "cli_w1.zarr"
-        shutil.rmtree(out, ignore_errors=True)
-        record("cli_w1", _wall([CLI, "ingest", "--units", str(units), "--imagery", str(SENTINEL2),
-                                "--out", str(out), "--scheduler", "local", "--workers", "1"])[0])
-        for workers, sched in ((1, "synchronous"), (2, "local")):
+        for name, options in (("cli_w1", ["--workers", "1"]),
+                              ("dask_w1", ["--scheduler", "local", "--workers", "1"]),
+                              ("dask_w2", ["--scheduler", "local", "--workers", "2"])):
+            out = work / f"{name}.zarr"
+            shutil.rmtree(out, ignore_errors=True)
+            record(name, _wall([CLI, "ingest", "--units", str(units), "--imagery",
+                                str(SENTINEL2), "--out", str(out), *options])[0])
+        for workers, options in ((1, ["--scheduler", "synchronous"]), (2, ["--workers", "2"])):
             out = work / f"cli_{workers}.zarr"
             shutil.rmtree(out, ignore_errors=True)
             record(f"cli_{workers}", _wall([CLI, "ingest", "--units", str(units), "--imagery",
-                                            str(SENTINEL2), "--out", str(out), "--scheduler",
-                                            sched, "--workers", str(workers)])[0])
+                                            str(SENTINEL2), "--out", str(out), *options])[0])
             out = work / f"direct_{workers}.zarr"
             shutil.rmtree(out, ignore_errors=True)
             wall, stdout = _wall([PY, str(direct_py), str(units), str(SENTINEL2), str(out),
@@ -166,13 +175,21 @@ def cli_rows(n: int, repeats: int, work: Path) -> tuple[list[tuple], dict]:
     call = {k: statistics.median(r["ingest"] for r in v) for k, v in inside.items()}
     rows = [
         ("`eocausal ingest`, 1 process (synchronous)", n, med["bare"], med["cli_1"]),
-        ("`eocausal ingest`, LocalCluster 1 worker", n, med["bare"], med["cli_w1"]),
-        ("`eocausal ingest`, LocalCluster 2 workers", n, med["bare"], med["cli_2"]),
+        ("`eocausal ingest --workers 1` (process pool, the default)", n, med["bare"],
+         med["cli_w1"]),
+        ("`eocausal ingest --workers 2` (process pool, the default)", n, med["bare"],
+         med["cli_2"]),
+        ("`eocausal ingest --scheduler local --workers 1` (dask LocalCluster)", n, med["bare"],
+         med["dask_w1"]),
+        ("`eocausal ingest --scheduler local --workers 2` (dask LocalCluster)", n, med["bare"],
+         med["dask_w2"]),
         ("direct `ingest()` call, 1 process, start to exit", n, med["bare"], med["direct_1"]),
         ("direct `ingest()` call, 2 workers, start to exit", n, med["bare"], med["direct_2"]),
     ]
     extra = {
-        "2 workers vs 1 worker (LocalCluster), CLI start to exit": med["cli_w1"] / med["cli_2"],
+        "2 workers vs 1 worker (process pool), CLI start to exit": med["cli_w1"] / med["cli_2"],
+        "2 workers vs 1 worker (LocalCluster), CLI start to exit":
+            med["dask_w1"] / med["dask_w2"],
         "2 workers vs 1 process (synchronous), CLI start to exit": med["cli_1"] / med["cli_2"],
         "2 workers vs 1, direct start to exit": med["direct_1"] / med["direct_2"],
         "2 workers vs 1, inside the ingest() call": call["direct_1"] / call["direct_2"],
