@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from eocausal.workflows.process_pool import ProcessPool
+from eocausal.workflows.process_pool import ProcessPool, ignore_ctrl_c, start_forkserver
 
 __all__ = ["AUTO_MIN_TASKS", "POOL_SCHEDULERS", "Mapper", "partition_mapper", "quiet_dask_logging"]
 
@@ -66,20 +66,6 @@ def _workers_skip_main() -> Iterator[None]:
 
 def _warm_up() -> None:
     import eocausal.pipeline.partition  # noqa: F401
-
-
-def _ignore_ctrl_c() -> None:
-    """On an embedded LocalCluster's workers: leave Ctrl-C to the driver.
-
-    A terminal's Ctrl-C reaches the whole process group; workers would each print tracebacks
-    while the driver alone closes the cluster in order. Workers of a user's own cluster
-    (``--scheduler ADDRESS``) keep their signals.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def quiet_dask_logging(verbose: bool | None = None) -> None:
@@ -143,16 +129,8 @@ def _start_forkserver() -> None:
     count); a forkserver imports them once, on another core while this process imports
     distributed and builds the LocalCluster, and forks every worker from it. A forked worker
     exits without tearing its interpreter down (closing 2 workers: 0.04 s against 0.23 s).
-    A server already running (started earlier in this process) keeps its own preload.
     """
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
-    import multiprocessing.forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
-    multiprocessing.forkserver.ensure_running()
+    start_forkserver(WORKER_PRELOAD)
 
 
 class _Runner:
@@ -256,7 +234,7 @@ class _Runner:
         # inside the first task of each.
         client.run(_warm_up)
         if local:
-            client.run(_ignore_ctrl_c)
+            client.run(ignore_ctrl_c)
         return client
 
     def _workers_up(self) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from eocausal.errors import EocausalError
 
-__all__ = ["POOL_PRELOAD", "ProcessPool", "WorkerDiedError"]
+__all__ = ["POOL_PRELOAD", "ProcessPool", "WorkerDiedError", "ignore_ctrl_c", "start_forkserver"]
 
 # Imported once in the forkserver; every worker forks with them loaded.
 POOL_PRELOAD = ("numpy", "pandas", "eocausal.pipeline.partition")
@@ -31,11 +31,19 @@ class WorkerDiedError(EocausalError, RuntimeError):
     """A worker process ended while it ran a task (killed, or out of memory)."""
 
 
-def _init_worker() -> None:
-    """Leave Ctrl-C to the driver: a terminal's Ctrl-C reaches the whole process group."""
-    import signal
+def ignore_ctrl_c() -> None:
+    """On this machine's workers (the pool's, or an embedded LocalCluster's): leave Ctrl-C to
+    the driver.
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    A terminal's Ctrl-C reaches the whole process group; workers would each print tracebacks
+    while the driver alone stops them in order. Workers of a user's own cluster
+    (``--scheduler ADDRESS``) keep their signals. Only the main thread may set a handler.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 _FUNCTIONS: dict[str, Callable[[Any], Any]] = {}
@@ -54,17 +62,19 @@ def _pid(_: Any) -> int:
     return os.getpid()
 
 
-def _start_forkserver() -> multiprocessing.context.BaseContext:
-    """The forkserver context, its server started (importing ``POOL_PRELOAD``) if not yet.
+def start_forkserver(preload: tuple[str, ...] = POOL_PRELOAD) -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server started (importing ``preload``) if not yet.
 
-    Falls back to spawn where the platform has no forkserver (Windows, macOS use spawn).
+    Workers then fork from a process that has imported the task modules once, instead of
+    each importing them afresh. A server already running (started earlier in this process)
+    keeps its own preload. Falls back to spawn where the platform has no forkserver.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(POOL_PRELOAD))
+    context.set_forkserver_preload(list(preload))
     forkserver.ensure_running()
     return context
 
@@ -90,7 +100,7 @@ class ProcessPool:
 
     def _create(self) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future]:
         executor = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=_start_forkserver(), initializer=_init_worker)
+            self.workers, mp_context=start_forkserver(), initializer=ignore_ctrl_c)
         return executor, executor.submit(os.getpid)
 
     @property
