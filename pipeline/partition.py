@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from eocausal.pipeline.chips import mask_from_nodata, nodata_validity, nodata_values, read_chip
 from eocausal.pipeline.remote import REMOTE_GDAL_ENV, REMOTE_READ_THREADS
+from eocausal.pipeline.sizing import MIN_CHUNKS_PER_WORKER, TARGET_CHUNK_BYTES, units_per_chunk_for
 from eocausal.pipeline.store import TileStore, open_store
 from eocausal.pipeline.target import SourceAccess, TargetGrid, vrt_transform
 from numpy.lib.stride_tricks import sliding_window_view
@@ -27,33 +28,12 @@ from rasterio.windows import Window
 
 from eocausal.memory import release_freed_memory, resident_bytes, reuse_freed_memory
 
-__all__ = ["GDAL_ENV", "PartitionTask", "ingest_partition", "units_per_chunk_for"]
+__all__ = ["GDAL_ENV", "MIN_CHUNKS_PER_WORKER", "TARGET_CHUNK_BYTES", "PartitionTask",
+           "ingest_partition", "units_per_chunk_for"]
 
 log = logging.getLogger(__name__)
 
 GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-
-
-# A chunk of ~8 MiB of pixels amortises the per-task costs (opening the store, zarr's
-# per-write overhead, scheduling) and keeps a task's peak (chunk + one block read) well
-# under 100 MB; at least 4 chunks per worker keep both workers busy to the end.
-TARGET_CHUNK_BYTES = 8 << 20  # 8 MiB: same command time as 16 MiB at 20,000 units, 50 MB less peak
-MIN_CHUNKS_PER_WORKER = 4
-
-
-def units_per_chunk_for(n_units: int, *, chip_size: int, n_bands: int, n_dates: int = 1,
-                        itemsize: int = 2, n_workers: int = 1,
-                        target_bytes: int = TARGET_CHUNK_BYTES) -> int:
-    """Units per store chunk (and per task) from the chip's bytes and the worker count.
-
-    A unit holds ``n_dates`` chips of ``n_bands * chip_size**2`` pixels plus a boolean
-    mask; chunks aim at ``target_bytes`` but are cut smaller when fewer than
-    ``MIN_CHUNKS_PER_WORKER`` chunks per worker would leave a worker idle.
-    """
-    unit_bytes = n_dates * chip_size * chip_size * (n_bands * itemsize + 1)
-    by_bytes = max(1, target_bytes // unit_bytes)
-    by_workers = max(1, -(-n_units // (MIN_CHUNKS_PER_WORKER * max(1, n_workers))))
-    return int(max(1, min(by_bytes, by_workers, max(n_units, 1))))
 
 
 @dataclass(frozen=True)

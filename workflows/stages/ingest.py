@@ -68,7 +68,7 @@ def _prepare_workers(mapper: Any, n_units: int, chip_size: int,
     prepare = getattr(mapper, "prepare", None)
     if prepare is None or n_units == 0:
         return
-    from eocausal.pipeline.partition import units_per_chunk_for
+    from eocausal.pipeline.sizing import units_per_chunk_for  # no rasterio or zarr yet
 
     per_task = units_per_chunk or units_per_chunk_for(n_units, chip_size=chip_size, n_bands=1,
                                                       itemsize=1)
