@@ -14,11 +14,15 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from eocausal.workflows.process_pool import ProcessPool, ignore_ctrl_c, start_forkserver
+from eocausal.workflows.process_pool import (
+    ProcessPool,
+    ignore_ctrl_c,
+    start_forkserver,
+    workers_skip_main,
+)
 
 __all__ = ["AUTO_MIN_TASKS", "POOL_SCHEDULERS", "Mapper", "partition_mapper", "quiet_dask_logging"]
 
@@ -37,31 +41,6 @@ def _size(task: Any) -> int:
         return len(task)
     except TypeError:
         return 1
-
-
-@contextlib.contextmanager
-def _workers_skip_main() -> Iterator[None]:
-    """Keep worker processes from re-running the driver's ``__main__`` script.
-
-    multiprocessing's spawn (and the forkserver, for each process it forks) re-executes the
-    main script in every child (to find functions
-    defined there); for the ``eocausal`` console script that means importing the whole CLI
-    (torch, sklearn, econml: seconds of CPU per worker, on the cores the driver needs). A
-    main module whose spec is named ``__main__`` is skipped by spawn, so during start-up the
-    script gets that spec. Tasks are library functions (or cloudpickled by value), so no
-    worker needs the driver's script.
-    """
-    import importlib.machinery
-
-    main = sys.modules.get("__main__")
-    if main is None or getattr(main, "__spec__", None) is not None:
-        yield
-        return
-    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
-    try:
-        yield
-    finally:
-        main.__spec__ = None
 
 
 def _warm_up() -> None:
@@ -217,7 +196,7 @@ class _Runner:
             import dask
 
             n_workers = self.workers or os.cpu_count() or 1
-            with _workers_skip_main(), dask.config.set(_embedded_config()):
+            with workers_skip_main(), dask.config.set(_embedded_config()):
                 _unset_dask_trim_threshold()
                 cluster = LocalCluster(
                     n_workers=n_workers, threads_per_worker=1, processes=True,

@@ -13,15 +13,17 @@ and ``--scheduler local`` (a LocalCluster, with dask's resilience) are still das
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from eocausal.errors import EocausalError
 
-__all__ = ["POOL_PRELOAD", "ProcessPool", "WorkerDiedError", "ignore_ctrl_c", "start_forkserver"]
+__all__ = ["POOL_PRELOAD", "ProcessPool", "WorkerDiedError", "ignore_ctrl_c", "start_forkserver",
+           "workers_skip_main"]
 
 # Imported once in the forkserver; every worker forks with them loaded.
 POOL_PRELOAD = ("numpy", "pandas", "eocausal.pipeline.partition")
@@ -44,6 +46,32 @@ def ignore_ctrl_c() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def workers_skip_main() -> Iterator[None]:
+    """Keep worker processes from re-running the driver's ``__main__`` script.
+
+    multiprocessing's spawn (and the forkserver, for each process it forks) re-executes the
+    main script in every child (to find functions
+    defined there); for the ``eocausal`` console script that means importing the whole CLI
+    (torch, sklearn, econml: seconds of CPU per worker, on the cores the driver needs). A
+    main module whose spec is named ``__main__`` is skipped by spawn, so during start-up the
+    script gets that spec. Tasks are library functions (or cloudpickled by value), so no
+    worker needs the driver's script.
+    """
+    import importlib.machinery
+    import sys
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
 
 
 _FUNCTIONS: dict[str, Callable[[Any], Any]] = {}
@@ -99,9 +127,18 @@ class ProcessPool:
             starter.shutdown(wait=False)
 
     def _create(self) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future]:
-        executor = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=start_forkserver(), initializer=ignore_ctrl_c)
-        return executor, executor.submit(os.getpid)
+        """The executor with every worker forked now, and the first worker's probe.
+
+        The pool forks a worker on a submit that finds none idle, so one probe per worker
+        forks them all here, where the driver's script is kept out of them
+        (:func:`workers_skip_main`): a user's script without a ``__main__`` guard would
+        otherwise run again in each worker.
+        """
+        with workers_skip_main():
+            executor = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=start_forkserver(), initializer=ignore_ctrl_c)
+            probes = [executor.submit(os.getpid) for _ in range(self.workers)]
+        return executor, probes[0]
 
     @property
     def started(self) -> bool:

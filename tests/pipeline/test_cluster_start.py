@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import os, sys
     with open(sys.argv[1], "a") as marks:  # one line per execution of this script
@@ -14,7 +16,7 @@ SCRIPT = textwrap.dedent("""
 
     def main():
         from eocausal.workflows.cluster import partition_mapper
-        with partition_mapper("local", 2, progress=False) as mapper:
+        with partition_mapper(sys.argv[2], 2, progress=False) as mapper:
             assert mapper.n_workers == 2
             mapper.wait_started()  # before this, the driver runs tasks itself
             pids = set(mapper(lambda _: os.getpid(), list(range(20))))
@@ -26,12 +28,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_spawned_workers_skip_the_main_script(tmp_path):
+@pytest.mark.parametrize("scheduler", ["local", "processes"])
+def test_spawned_workers_skip_the_main_script(tmp_path, scheduler):
     script = tmp_path / "driver.py"
     script.write_text(SCRIPT)
     marks = tmp_path / "marks.txt"
-    proc = subprocess.run([sys.executable, str(script), str(marks)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script), str(marks), scheduler],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[1, 2, 3]"
     # Without the fix, spawn runs the script once more in each of the two workers.
