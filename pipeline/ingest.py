@@ -13,6 +13,7 @@ killed ingestion resumes where it stopped.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import shutil
@@ -20,11 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 from eocausal.pipeline.imagery import (
     RasterSource,
@@ -54,7 +53,13 @@ from pyproj import CRS, Transformer
 from eocausal.errors import ConfigError, NoUsableUnitsError
 from eocausal.memory import release_freed_memory
 
-__all__ = ["IngestResult", "ingest", "unit_centres"]
+if TYPE_CHECKING:  # pandas and geopandas cost a command 0.45 s to import: not for points
+    import geopandas as gpd
+    import pandas as pd
+
+__all__ = ["SKIPPED_COLUMNS", "IngestResult", "ingest", "unit_centres"]
+
+SKIPPED_COLUMNS = ("unit_id", "reason")
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +68,41 @@ Mapper = Callable[[Callable[[PartitionTask], np.ndarray], list[PartitionTask]], 
 
 @dataclass
 class IngestResult:
-    """What ingestion produced: the store, counts, and the units it could not use."""
+    """What ingestion produced: the store, counts, and the units it could not use.
+
+    ``skipped_records`` holds one ``{"unit_id", "reason"}`` a skipped unit; ``skipped`` is
+    the same as a DataFrame, built when asked for, so that a command which only writes the
+    list (``write_skipped``) never imports pandas.
+    """
 
     store_path: Path
     n_units: int
     n_usable: int
-    skipped: pd.DataFrame = field(repr=False)
+    skipped_records: list[dict[str, str]] = field(repr=False)
     n_tasks_run: int = 0
     n_tasks_total: int = 0
 
     @property
     def store(self) -> TileStore:
         return open_store(self.store_path)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped_records)
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        """The skipped units, columns ``unit_id`` and ``reason``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.skipped_records, columns=list(SKIPPED_COLUMNS))
+
+    def write_skipped(self, path: str | Path) -> None:
+        """The skipped units as CSV, as ``skipped.to_csv(path, index=False)`` writes it."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=SKIPPED_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(self.skipped_records)
 
 
 def unit_centres(units: gpd.GeoDataFrame | UnitPoints, crs: str, polygons: str = "centroid"
@@ -390,5 +418,4 @@ def _finish(store: TileStore, n_units: int, skipped: list[dict[str, str]],
             f"and pixels outside the rasters are invalid) in "
             f"{[s.path for s in sources][:5]}. Lower 'chips.min_valid_fraction' or check nodata."
         )
-    return IngestResult(store.path, n_units, int(usable.sum()),
-                        pd.DataFrame(skipped, columns=["unit_id", "reason"]), n_run, n_total)
+    return IngestResult(store.path, n_units, int(usable.sum()), skipped, n_run, n_total)

@@ -144,5 +144,4 @@ def ingest_patches(
     store.stats_from_partitions()
     consolidate(store)
     log.info("Wrote %d unit patches from %d images", len(order), len(key_values))
-    return IngestResult(store.path, len(order), len(order),
-                        pd.DataFrame(skipped, columns=["unit_id", "reason"]), 1, 1)
+    return IngestResult(store.path, len(order), len(order), skipped, 1, 1)

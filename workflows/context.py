@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def unit_columns(config: RunConfig, *, with_outcome: bool = True) -> Any:
     """The config's ``units`` section as the pipeline's column map."""
-    from eocausal.pipeline.units import UnitColumns
+    from eocausal.pipeline.unit_checks import UnitColumns
 
     u = config.units
     if not with_outcome:

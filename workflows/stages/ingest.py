@@ -103,10 +103,10 @@ def ingest_stage(ctx: StageContext) -> IngestOutput:
                         polygons=chips.polygons, apply_scale_offset=img.apply_scale_offset,
                         map_partitions=ctx.mapper, compression=chips.compression)
     with atomic_path(paths.skipped) as tmp:
-        result.skipped.to_csv(tmp, index=False)
+        result.write_skipped(tmp)
     ctx.echo(f"ingested {result.n_usable} of {len(units)} units into {result.store_path} "
-             f"({len(result.skipped)} skipped, listed in {paths.skipped.name})")
+             f"({result.n_skipped} skipped, listed in {paths.skipped.name})")
     return IngestOutput(store=str(result.store_path), skipped=str(paths.skipped),
                         n_units=len(units), n_usable=result.n_usable,
-                        n_skipped=len(result.skipped), chunks_written=result.n_tasks_run,
+                        n_skipped=result.n_skipped, chunks_written=result.n_tasks_run,
                         chunks_total=result.n_tasks_total)
