@@ -34,6 +34,7 @@ from eocausal.pipeline.imagery import (
 )
 from eocausal.pipeline.partition import (
     DateSource,
+    PartitionDone,
     PartitionTask,
     ingest_partition,
     units_per_chunk_for,
@@ -63,7 +64,7 @@ SKIPPED_COLUMNS = ("unit_id", "reason")
 
 log = logging.getLogger(__name__)
 
-Mapper = Callable[[Callable[[PartitionTask], np.ndarray], list[PartitionTask]], Iterable[np.ndarray]]
+Mapper = Callable[[Callable[[PartitionTask], Any], list[PartitionTask]], Iterable[Any]]
 
 
 @dataclass
@@ -341,9 +342,21 @@ def ingest(
     del plan  # the store holds the ids and centres now: tasks run without the plan
     release_freed_memory()
     runner = map_partitions or (lambda func, items: map(func, items))
-    for _ in runner(ingest_partition, tasks):
-        pass
-    return _finish(store, n_kept, skipped, min_valid_fraction, sources, len(tasks), len(done))
+    finished = list(runner(ingest_partition, tasks))
+    summaries = _summaries(store, finished) if len(tasks) == len(done) else None
+    return _finish(store, n_kept, skipped, min_valid_fraction, sources, len(tasks), len(done),
+                   summaries)
+
+
+def _summaries(store: TileStore, finished: list[PartitionDone]) -> tuple[np.ndarray, np.ndarray]:
+    """The store's ``partition_stats`` and ``valid_fraction``, from the tasks' own results
+    (every chunk ran in this call, so they are exactly what the tasks wrote)."""
+    stats = np.zeros((store.n_chunks, 4, store.n_bands))
+    fractions = np.zeros((store.n_units, store.n_dates), dtype=np.float32)
+    for done in finished:
+        stats[done.index] = done.summary
+        fractions[done.start:done.start + len(done.fractions)] = done.fractions
+    return stats, fractions
 
 
 def _span(units: gpd.GeoDataFrame | UnitPoints, crs: Any) -> tuple[float, ...]:
@@ -390,13 +403,18 @@ def _outside_records(ids: np.ndarray, centres: np.ndarray, grid: TargetGrid,
 
 def _finish(store: TileStore, n_units: int, skipped: list[dict[str, str]],
             min_valid_fraction: float, sources: list[RasterSource], n_run: int,
-            n_total: int) -> IngestResult:
-    """Flag usable units, record band statistics, and list low-validity units."""
-    stats = store.partition_stats()  # read once: the done flags and the band sums
+            n_total: int, summaries: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> IngestResult:
+    """Flag usable units, record band statistics, and list low-validity units.
+
+    ``summaries``: the chunks' stats and valid fractions when every chunk ran now (else they
+    are read from the store, where a resumed run's earlier chunks left them)."""
+    if summaries is None:
+        summaries = (store.partition_stats(), np.asarray(store.group["valid_fraction"][:]))
+    stats, fractions = summaries
     missing = np.flatnonzero(stats[:, 3, 0] != 1.0)
     if missing.size:
         raise RuntimeError(f"Chunks {missing[:5].tolist()} of '{store.path}' were not written.")
-    fractions = np.asarray(store.group["valid_fraction"][:])
     best = fractions.max(axis=1)
     usable = best >= min_valid_fraction
     flag = store.group.create_array("usable", shape=usable.shape, dtype=bool,

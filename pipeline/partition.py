@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -29,7 +30,7 @@ from rasterio.windows import Window
 from eocausal.memory import release_freed_memory, resident_bytes, reuse_freed_memory
 
 __all__ = ["GDAL_ENV", "MIN_CHUNKS_PER_WORKER", "TARGET_CHUNK_BYTES", "PartitionTask",
-           "ingest_partition", "units_per_chunk_for"]
+           "PartitionDone", "ingest_partition", "units_per_chunk_for"]
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +272,18 @@ def _task_store(path: str) -> TileStore:
     return cached[1]
 
 
-def ingest_partition(task: PartitionTask) -> np.ndarray:
-    """Read, mosaic and write every chip of one partition; return valid fractions (B, T)."""
+class PartitionDone(NamedTuple):
+    """What a finished partition wrote to the store's summaries, sent back to the driver so
+    that it need not read them again (318 small files at 100,000 units: ~0.2 s, measured)."""
+
+    index: int
+    start: int
+    fractions: np.ndarray  # (B, T) float32: valid fraction of each unit and date
+    summary: np.ndarray  # (4, C): band sums, sums of squares, counts; the done flag
+
+
+def ingest_partition(task: PartitionTask) -> PartitionDone:
+    """Read, mosaic and write every chip of one partition; return what its summary holds."""
     reuse_freed_memory()
     store = _task_store(task.store_path)
     task = task.with_windows(store)
@@ -288,11 +299,11 @@ def ingest_partition(task: PartitionTask) -> np.ndarray:
             reader(task, source, rows, t, chips, valid)
     _mask_non_finite(chips, valid)
     store.write_units(task.start, chips, valid)
-    fractions = valid.mean(axis=(2, 3))
-    store.write_partition_summary(task.index, task.start, fractions, chips, valid)
+    fractions = valid.mean(axis=(2, 3)).astype(np.float32)  # as the store keeps them
+    summary = store.write_partition_summary(task.index, task.start, fractions, chips, valid)
     del chips, valid
     _release_now_and_then()
-    return fractions
+    return PartitionDone(task.index, task.start, fractions, summary)
 
 
 # Trim once the heap kept this much more than at the last trim: above what a task's freed

@@ -221,8 +221,9 @@ class TileStore:
         return -(-self.n_units // self.units_per_chunk)
 
     def write_partition_summary(self, index: int, start: int, fractions: np.ndarray,
-                                chips: np.ndarray, valid: np.ndarray) -> None:
-        """Record a finished chunk: valid fractions, band sums, then its ``done`` flag.
+                                chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Record a finished chunk: valid fractions, band sums, then its ``done`` flag;
+        return the row written to ``partition_stats`` (band sums and flag, (4, n_bands)).
 
         The marker is written last, so a chunk whose writer died is never taken as complete.
         """
@@ -231,6 +232,7 @@ class TileStore:
         summary = np.ones((4, chips.shape[2]))
         summary[:3] = _band_sums(chips, valid)
         self.array("partition_stats")[index] = summary
+        return summary
 
     def partition_stats(self) -> np.ndarray:
         """Every chunk's band sums and done flag, shape (n_chunks, 4, n_bands); a chunk whose

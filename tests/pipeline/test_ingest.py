@@ -171,3 +171,27 @@ def test_nan_pixels_are_invalid_and_statistics_stay_finite(tmp_path):
     assert np.isfinite(chips).all()
     i = list(store.unit_ids).index("data_side")
     assert not valid[i, 0, 6, 4] and valid[i, 0].sum() == 16 * 16 - 1  # the inf pixel
+
+
+def test_tasks_send_back_exactly_the_summaries_they_wrote(tmp_path, data_dir):
+    """The driver finishes from the tasks' results instead of rereading every chunk's
+    summary: they must be the store's, bit for bit (a unit at the edge is partly valid)."""
+    from eocausal.pipeline.ingest import _summaries
+
+    pixels = [(r, c) for r in (3, 100, 250, 508) for c in (2, 200, 509)]
+    units = _units_at_pixels(SENTINEL2, pixels)
+    finished = []
+
+    def recording(func, tasks):
+        finished.extend(map(func, tasks))
+        return finished
+
+    result = ingest(units, [SENTINEL2], tmp_path / "s.zarr", chip_size=16, units_per_chunk=5,
+                    min_valid_fraction=0.3, map_partitions=recording)
+    store = open_store(result.store_path)
+    stats, fractions = _summaries(store, finished)
+    assert len(finished) == store.n_chunks == 3
+    np.testing.assert_array_equal(stats, store.partition_stats())
+    np.testing.assert_array_equal(fractions, store.group["valid_fraction"][:])
+    assert 0 < fractions.min() < 1  # edge units: partly valid, so the values are telling
+    np.testing.assert_array_equal(store.group["usable"][:], fractions.max(axis=1) >= 0.3)
