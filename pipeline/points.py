@@ -29,7 +29,7 @@ from pyproj import CRS
 from eocausal.errors import CRSMissingError, InputFileError, MissingColumnError, UnitsError
 from eocausal.memory import release_freed_memory
 
-__all__ = ["UnitPoints", "read_unit_points"]
+__all__ = ["UnitPoints", "count_unit_rows", "read_unit_points"]
 
 BATCH_ROWS = 65_536  # rows converted at a time: a few MB of shapely objects at most
 PARQUET_BUFFER_BYTES = 1 << 20  # read column chunks in 1 MiB pieces, not whole
@@ -96,6 +96,20 @@ def _decoded(ids: np.ndarray) -> np.ndarray:
     if (ids.view(np.uint8) < 128).all():  # ASCII (the usual id): a cast, 6x faster than decode
         return ids.astype(f"U{ids.dtype.itemsize}")
     return np.strings.decode(ids, "utf-8")
+
+
+def count_unit_rows(path: str | Path) -> int | None:
+    """The row count of a Parquet units file from its footer (milliseconds, no rows read), so
+    that workers can start before the units are read and checked; None for other formats
+    or a file that cannot be read (reading it reports why)."""
+    if Path(path).suffix.lower() != ".parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except Exception:  # noqa: BLE001 - read_unit_points raises with the file's own message
+        return None
 
 
 def read_unit_points(path: str | Path, columns: UnitColumns | None = None) -> UnitPoints | None:

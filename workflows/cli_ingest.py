@@ -54,12 +54,15 @@ def ingest(units_path: Path, imagery: tuple[str, ...], patches: Path | None, chi
     # The mapper first: with --scheduler local its workers start now, in the background,
     # while this process imports and plans (a second of CPU here that they overlap).
     with partition_mapper(scheduler, workers, progress=sys.stderr.isatty()) as mapper:
+        from eocausal.workflows.stages.ingest import ingest_stage, start_workers_early
+
+        if patches is None:  # before the imports below: workers start while they run
+            start_workers_early(mapper, units_path, chip_size)
         from eocausal.workflows.config import config_from_dict
         from eocausal.workflows.context import StageContext
         from eocausal.workflows.dag import as_stage
         from eocausal.workflows.lock import RunLock
         from eocausal.workflows.paths import RunPaths
-        from eocausal.workflows.stages.ingest import ingest_stage
 
         config = config_from_dict({
             "units": {"path": str(units_path), "id": id_col, "group": group, "lon": lon,

@@ -60,20 +60,37 @@ def test_tasks_run_in_the_driver_until_the_workers_are_up():
         assert list(trim.values()) == [None]
 
 
+FORKED_WORKERS = """
+import json, os, sys
+from eocausal.workflows.cluster import WORKER_PRELOAD, partition_mapper
+
+with partition_mapper("local", 2, progress=False) as mapper:
+    mapper.wait_started()
+    parents = mapper._dask_client().run(os.getppid)
+    loaded = mapper._dask_client().run(
+        lambda: [m for m in WORKER_PRELOAD if m != "lz4" and m not in sys.modules])
+print(json.dumps({"parents": list(parents.values()), "loaded": list(loaded.values()),
+                  "me": os.getpid()}))
+"""
+
+
 def test_embedded_workers_fork_from_one_preloaded_server():
+    """In a fresh process (a forkserver already running, as the process pool's, keeps its
+    own preload): both LocalCluster workers fork from one server that imported
+    WORKER_PRELOAD."""
+    import json
     import multiprocessing
+    import subprocess
 
     import pytest
-    from eocausal.workflows.cluster import WORKER_PRELOAD, partition_mapper
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no forkserver on this platform: workers are spawned")
-    with partition_mapper("local", 2, progress=False) as mapper:
-        mapper.wait_started()
-        parents = mapper._dask_client().run(os.getppid)
-        loaded = mapper._dask_client().run(
-            lambda: [m for m in WORKER_PRELOAD if m != "lz4" and m not in sys.modules])
-    # both workers are children of one forkserver, not spawned by this process
-    assert len(parents) == 2 and len(set(parents.values())) == 1
-    assert os.getpid() not in parents.values()
-    assert list(loaded.values()) == [[], []]
+    proc = subprocess.run([sys.executable, "-c", FORKED_WORKERS], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    # both workers are children of one forkserver, not spawned by the driver
+    assert len(seen["parents"]) == 2 and len(set(seen["parents"])) == 1
+    assert seen["me"] not in seen["parents"]
+    assert seen["loaded"] == [[], []]
