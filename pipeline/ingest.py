@@ -19,7 +19,7 @@ import math
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +91,9 @@ class IngestResult:
     def n_skipped(self) -> int:
         return len(self.skipped_records)
 
-    @property
+    @cached_property
     def skipped(self) -> pd.DataFrame:
-        """The skipped units, columns ``unit_id`` and ``reason``."""
+        """The skipped units, columns ``unit_id`` and ``reason`` (built on first use)."""
         import pandas as pd
 
         return pd.DataFrame(self.skipped_records, columns=list(SKIPPED_COLUMNS))
