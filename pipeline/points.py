@@ -98,18 +98,36 @@ def _decoded(ids: np.ndarray) -> np.ndarray:
     return np.strings.decode(ids, "utf-8")
 
 
-def count_unit_rows(path: str | Path) -> int | None:
-    """The row count of a Parquet units file from its footer (milliseconds, no rows read), so
-    that workers can start before the units are read and checked; None for other formats
-    or a file that cannot be read (reading it reports why)."""
-    if Path(path).suffix.lower() != ".parquet":
-        return None
-    import pyarrow.parquet as pq
+CSV_SAMPLE_BYTES = 1 << 20  # a table's row count is estimated from its first MiB
 
+
+def count_unit_rows(path: str | Path) -> int | None:
+    """The row count of a units file, read in milliseconds, so that workers can start before
+    the units are read and checked.
+
+    Parquet: exact, from the footer. CSV/TSV: estimated from the lines in the first MiB
+    (exact for a smaller file). None for other formats (counting a GeoPackage means
+    importing pyogrio and pandas, a second) or a file that cannot be read (reading it
+    reports why).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
     try:
-        return int(pq.read_metadata(path).num_rows)
-    except Exception:  # noqa: BLE001 - read_unit_points raises with the file's own message
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.read_metadata(path).num_rows)
+        if suffix in TABLE_SUFFIXES:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                sample = f.read(CSV_SAMPLE_BYTES)
+            lines = sample.count(b"\n") + (not sample.endswith(b"\n") and len(sample) > 0)
+            if len(sample) < size:  # extrapolate the sample's line length to the file
+                lines = round(lines * size / len(sample))
+            return max(lines - 1, 0)  # less the header
+    except Exception:  # noqa: BLE001 - the reader raises with the file's own message
         return None
+    return None
 
 
 def read_unit_points(path: str | Path, columns: UnitColumns | None = None) -> UnitPoints | None:

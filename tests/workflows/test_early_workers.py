@@ -1,4 +1,5 @@
-"""Workers start from a Parquet footer's row count, before the units are read and checked."""
+"""Workers start from a Parquet footer's row count (a CSV's estimated one), before the units
+are read and checked."""
 
 from __future__ import annotations
 
@@ -70,3 +71,23 @@ def test_other_formats_and_unreadable_files_wait_for_the_read(tmp_path, data_dir
         assert count_unit_rows(path) is None
         start_workers_early(RecordingMapper(events), path, chip_size=8)
     assert events == []
+
+
+def test_csv_rows_are_counted_or_estimated_from_the_first_mib(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+
+    def table(n: int, name: str):
+        path = tmp_path / name
+        pd.DataFrame({"unit_id": [f"hh-{i}" for i in range(n)], "lon": rng.uniform(32, 34, n),
+                      "lat": rng.uniform(0, 2, n)}).to_csv(path, index=False)
+        return path
+
+    assert count_unit_rows(table(500, "small.csv")) == 500  # under a MiB: exact
+    big = table(60_000, "big.csv")  # ~3 MB: estimated from its first MiB
+    assert big.stat().st_size > 2 << 20
+    assert abs(count_unit_rows(big) - 60_000) < 600  # within 1%
+    (tmp_path / "empty.csv").write_text("")
+    assert count_unit_rows(tmp_path / "empty.csv") == 0
+    assert count_unit_rows(tmp_path / "missing.csv") is None

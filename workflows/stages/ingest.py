@@ -65,9 +65,10 @@ def start_workers_early(mapper: Any, units_path: str | Path, chip_size: int,
     Workers take about a second to start (the forkserver imports the task modules); started
     on a Parquet footer's count, before the driver imports the config and reads and checks
     every unit, they are up when the first task is (at 100,000 units with two workers the
-    driver otherwise cut 1.3 s of chips alone, measured). Other formats wait for the count
-    that reading gives. ``eocausal ingest`` calls this before its own imports; the stage
-    calls it again (a no-op once started) for ``eocausal run``.
+    driver otherwise cut 1.3 s of chips alone, measured). A CSV's count is estimated from
+    its first MiB; other formats wait for the count that reading gives. ``eocausal
+    ingest`` calls this before its own imports; the stage calls it again (a no-op once
+    started) for ``eocausal run``.
     """
     if getattr(mapper, "prepare", None) is None:
         return
