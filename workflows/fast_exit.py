@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import NoReturn
 
-__all__ = ["exit_now"]
+__all__ = ["exit_now", "flush_and_exit"]
 
 
 def exit_now(code: int) -> NoReturn:
@@ -28,6 +28,11 @@ def exit_now(code: int) -> NoReturn:
     if others:
         sys.exit(code)
     atexit._run_exitfuncs()  # what a normal exit runs first; then nothing else is needed
+    flush_and_exit(code)
+
+
+def flush_and_exit(code: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process with ``code`` and no teardown."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
